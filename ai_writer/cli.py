@@ -1,0 +1,285 @@
+"""The `ai-writer` command line: the only place that reads options and environment variables.
+
+Every command builds validated objects from its options and hands them down; domain errors
+come back as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import AiWriterError, InputTextError, SettingsError
+from .sampler import SamplerSettings
+
+EXIT_ERROR = 2
+
+
+class CliError(click.ClickException):
+    exit_code = EXIT_ERROR
+
+
+def model_options(command):
+    """Options that choose and open a model; shared by every command that runs one."""
+
+    @click.option(
+        "-m",
+        "--model",
+        envvar="AI_WRITER_MODEL",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Model file (.safetensors or RWKV-7 .pth). Default: $AI_WRITER_MODEL, then the shipped model.",
+    )
+    @click.option(
+        "--vocab",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="AI-Writer vocabulary JSON for a .pth model. Default: the .json beside the model with the same name.",
+    )
+    @click.option(
+        "--backend",
+        type=click.Choice(["auto", "torch-cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where the model runs: auto picks cuda on an NVIDIA GPU, else the CPU.",
+    )
+    @click.option(
+        "--precision",
+        type=click.Choice(["fp32", "fp16", "bf16"]),
+        help="Number format of the weights. Default: fp16 on cuda, fp32 on the CPU.",
+    )
+    @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the model. Default: all cores.")
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
+def sampling_options(command):
+    """The AI-Writer sampling settings, with their defaults and valid ranges in the help."""
+    defaults = SamplerSettings()
+    table = [
+        ("--temperature", "temperature", float, "Randomness; 0 always takes the most likely character."),
+        ("--top-p", "top_p", float, "Nucleus threshold inside a paragraph."),
+        ("--top-p-newline", "top_p_newline", float, "Nucleus threshold right after a newline."),
+        ("--allow-p", "allow_p", float, "Characters at least this likely stay allowed whatever top-p says."),
+        ("--top-k", "top_k", int, "Keep at most this many candidates; 0 = no limit."),
+        ("--presence-penalty", "presence_penalty", float, "Penalty for any character already written."),
+        ("--frequency-penalty", "frequency_penalty", float, "Penalty per (decayed) repetition of a character."),
+        ("--penalty-decay", "penalty_decay", float, "Per-character decay of the repetition counts."),
+    ]
+    for flag, name, kind, text in reversed(table):
+        low, high = SamplerSettings.RANGES[name]
+        valid = f"{low:g} to {high:g}" if high != float("inf") else f"at least {low:g}"
+        command = click.option(
+            flag, name, type=kind, default=getattr(defaults, name), show_default=True, help=f"{text} [{valid}]"
+        )(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ai-writer")
+def cli():
+    """ai-writer: continue a novel with a local RWKV model, offline.
+
+    \b
+    Examples:
+      ai-writer continue --len 500 < opening.txt
+      ai-writer continue --model my.pth --runs 3 --seed 7 opening.txt
+    """
+
+
+@cli.command("continue")
+@click.argument("file", default="-", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
+@click.option("-n", "--len", "length", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Characters to write.")
+@click.option("--runs", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+              help="Independent continuations, written together as one batch.")
+@click.option("--stop", multiple=True, help="Stop a continuation just before this text (repeatable).")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed, for a reproducible continuation.")
+@click.option("--raw", is_flag=True, help="Feed the opening as it is, without the AI-Writer clean-up.")
+@click.option("--format", "output_format", type=click.Choice(["text", "jsonl"]), default="text", show_default=True,
+              help="jsonl: one JSON object per line, for programs.")
+@click.option("--no-stream", is_flag=True, help="Print each continuation only when it is complete.")
+@click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
+@model_options
+@sampling_options
+def continue_command(file, length, runs, stop, seed, raw, output_format, no_stream, quiet, model, vocab, backend,
+                     precision, threads, **sampling):
+    """Continue the opening in FILE (or stdin) and stream the new text to stdout.
+
+    \b
+    The opening is cleaned up as AI-Writer does (whitespace at the ends of lines and
+    blank lines removed, a newline put in front) unless --raw is given.
+
+    \b
+    Examples:
+      ai-writer continue --len 500 < opening.txt
+      ai-writer continue opening.txt --runs 3 --seed 42 --format jsonl
+    """
+    import numpy as np
+
+    from .cleanup import clean_opening
+    from .generator import Generator, RunResult
+
+    settings = _settings(sampling)
+    opening = _read_text(file)
+    if not opening.strip():
+        raise InputTextError(f"{_name(file)}: the opening is empty; give some text to continue")
+    context = opening if raw else clean_opening(opening)
+    loaded = _load(model, vocab, backend, precision, threads)
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    status = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    status(f"ai-writer: {loaded.describe()}; seed {seed}")
+
+    generator = Generator(loaded.backend, loaded.tokenizer, settings)
+    began = time.perf_counter()
+    start = generator.prefill(context)
+    prefill_s = time.perf_counter() - began
+    results: list[RunResult] = []
+    out = _Output(output_format, runs, stream=not no_stream, seed=seed)
+    for chunk in generator.stream(start, max_chars=length, runs=runs, rng=np.random.default_rng(seed), stop=stop,
+                                  results=results):
+        out.chunk(chunk.run, chunk.text)
+        while results:
+            out.finished(results.pop(0))
+    out.close()
+    elapsed = time.perf_counter() - began - prefill_s
+    status(f"ai-writer: read {start.n_tokens} characters in {prefill_s:.2f} s, "
+           f"wrote {out.total_chars} in {elapsed:.2f} s ({out.total_chars / max(elapsed, 1e-9):.1f} characters/s)")
+
+
+class _Output:
+    """Writes continuations to stdout as text or JSON lines, streaming run 0 live in text mode."""
+
+    def __init__(self, output_format: str, runs: int, *, stream: bool, seed: int):
+        self.format, self.runs, self.stream, self.seed = output_format, runs, stream, seed
+        self.pending: dict[int, list[str]] = {run: [] for run in range(runs)}
+        self.done: dict[int, object] = {}
+        self.total_chars = 0
+        self.next_run = 0  # in text mode, runs are printed in order
+
+    def chunk(self, run: int, text: str) -> None:
+        self.total_chars += len(text)
+        if self.format == "jsonl":
+            if self.stream:
+                self._write(json.dumps({"run": run, "delta": text}, ensure_ascii=False) + "\n")
+        elif self.stream and run == self.next_run:
+            self._write(text)
+        else:
+            self.pending[run].append(text)
+
+    def finished(self, result) -> None:
+        if self.format == "jsonl":
+            record = {"run": result.run, "done": True, "text": result.text, "chars": len(result.text),
+                      "finish_reason": result.finish_reason, "seed": self.seed}
+            self._write(json.dumps(record, ensure_ascii=False) + "\n")
+            return
+        self.done[result.run] = result
+        while self.next_run in self.done:
+            self._write("".join(self.pending.pop(self.next_run)))
+            self.next_run += 1
+            if self.next_run < self.runs:
+                self._write(f"\n======== run {self.next_run + 1} of {self.runs} ========\n")
+                if self.stream:
+                    self._write("".join(self.pending[self.next_run]))
+                    self.pending[self.next_run] = []
+
+    def close(self) -> None:
+        if self.format == "text" and sys.stdout.isatty():
+            self._write("\n")  # leave the shell prompt on a line of its own
+
+    @staticmethod
+    def _write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+@cli.command("bench")
+@model_options
+@click.option("--decode-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--prefill-tokens", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+def bench_command(model, vocab, backend, precision, threads, decode_tokens, prefill_tokens, repeats):
+    """Measure decode and prefill speed and peak memory; one JSON line per figure.
+
+    \b
+    Example:
+      ai-writer bench --model my.pth --threads 2
+    """
+    from .bench import measure
+
+    loaded = _load(model, vocab, backend, precision, threads, need_vocab=False)
+    for figure in measure(loaded, threads=threads, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
+                          repeats=repeats):
+        click.echo(json.dumps(figure))
+
+
+def _settings(sampling: dict) -> SamplerSettings:
+    return SamplerSettings(**sampling)
+
+
+def _load(model, vocab, backend, precision, threads, need_vocab: bool = True):
+    from .loading import default_model_path, load_model
+
+    if model is None:
+        model = default_model_path()
+        if model is None:
+            raise CliError("no model given and no default model is installed; pass --model PATH or set AI_WRITER_MODEL")
+    return load_model(model, vocab_path=vocab, backend=backend, precision=precision, threads=threads,
+                      need_vocab=need_vocab)
+
+
+def _name(file: Path) -> str:
+    return "<stdin>" if str(file) == "-" else str(file)
+
+
+def _read_text(file: Path) -> str:
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except FileNotFoundError:
+        raise InputTextError(f"{file}: no such file") from None
+    except OSError as exc:
+        raise InputTextError(f"{file}: cannot read it ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputTextError(
+            f"{_name(file)}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and turns every expected error into one line and exit code 2."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8")
+    try:
+        code = cli.main(args=argv, prog_name="ai-writer", standalone_mode=False)
+    except AiWriterError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`): stop quietly
+        sys.exit(0)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Typed domain errors of ai-writer.
+
+Every error's ``str()`` is a one-line message meant for the user, naming the file or
+setting at fault and what is wrong. The boundaries (CLI, HTTP server) turn these into
+clean messages; only tests and debug mode show tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class AiWriterError(Exception):
+    """Base class of every error ai-writer reports to the user."""
+
+
+class SettingsError(AiWriterError):
+    """A sampling or generation setting is missing, of the wrong type or out of range."""
+
+
+class VocabularyError(AiWriterError):
+    """A vocabulary file cannot be read or does not describe a valid character table."""
+
+
+class ModelFileError(AiWriterError):
+    """A model file is missing, truncated, of an unknown format or inconsistent."""
+
+
+class InputTextError(AiWriterError):
+    """The text given to the model (prompt or story file) cannot be used."""
+
+
+class BackendError(AiWriterError):
+    """A compute backend is unavailable (missing package, device) or failed to run."""

@@ -1,0 +1,78 @@
+"""Finding and opening a model: the file, its vocabulary, and a backend to run it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .backends import Backend
+from .backends.select import Choice, choose, open_backend
+from .checkpoint import Checkpoint, check_vocabulary, load_checkpoint
+from .errors import VocabularyError
+from .tokenizer import UNKNOWN_CHAR, CharTokenizer
+
+DEFAULT_MODEL_NAME = "default.safetensors"
+
+
+@dataclass
+class LoadedModel:
+    checkpoint: Checkpoint
+    tokenizer: CharTokenizer | None  # None only when opened with need_vocab=False
+    backend: Backend
+    choice: Choice
+
+    def describe(self) -> str:
+        return (
+            f"{self.checkpoint.path.name}: {self.checkpoint.config.describe()}; "
+            f"backend {self.choice.backend} {self.choice.precision} ({self.choice.reason})"
+        )
+
+
+def default_model_path() -> Path | None:
+    """The model shipped with the package, if this installation has one."""
+    try:
+        path = Path(str(resources.files("ai_writer.model").joinpath(DEFAULT_MODEL_NAME)))
+    except ModuleNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def find_vocabulary(model_path: Path) -> Path | None:
+    """The AI-Writer convention: `name.json` beside `name.pth`."""
+    candidate = model_path.with_suffix(".json")
+    return candidate if candidate.is_file() else None
+
+
+def load_model(
+    model_path: str | Path,
+    *,
+    vocab_path: str | Path | None = None,
+    unknown_char: str = UNKNOWN_CHAR,
+    backend: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+    need_vocab: bool = True,
+) -> LoadedModel:
+    """Open a model file with its vocabulary on the chosen backend.
+
+    With need_vocab=False (speed measurements), a .pth without a vocabulary is accepted.
+    """
+    choice = choose(backend, precision)  # before reading gigabytes: a bad choice fails fast
+    checkpoint = load_checkpoint(model_path)
+    if vocab_path is not None:
+        tokenizer = CharTokenizer.from_file(vocab_path, unknown_char=unknown_char)
+        check_vocabulary(checkpoint, tokenizer, str(vocab_path))
+    elif checkpoint.tokenizer is not None:
+        tokenizer = checkpoint.tokenizer
+    else:
+        found = find_vocabulary(checkpoint.path)
+        if found is None and not need_vocab:
+            return LoadedModel(checkpoint, None, open_backend(checkpoint, choice, threads), choice)
+        if found is None:
+            raise VocabularyError(
+                f"{checkpoint.path}: no vocabulary found; pass --vocab or put {checkpoint.path.with_suffix('.json').name} beside it"
+            )
+        tokenizer = CharTokenizer.from_file(found, unknown_char=unknown_char)
+        check_vocabulary(checkpoint, tokenizer, str(found))
+    return LoadedModel(checkpoint, tokenizer, open_backend(checkpoint, choice, threads), choice)

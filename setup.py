@@ -1,0 +1,33 @@
+"""Packaging for ai-writer. `pip install .` carries the shipped model in model/ with it."""
+
+from setuptools import setup
+
+setup(
+    name="ai-writer",
+    version="0.1.0",
+    description="Continue novels with a local RWKV language model, offline",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["ai_writer", "ai_writer.backends", "ai_writer.model"],
+    package_dir={"ai_writer.model": "model"},  # the top-level model/ folder ships inside the package
+    package_data={"ai_writer.model": ["*.safetensors", "*.onnx", "*.json", "*.md"]},
+    install_requires=[
+        "click>=8.1",
+        "rich>=13",
+        "prompt_toolkit>=3.0.36",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+        "torch>=2.1",
+        # the two install the same module: exactly one of them, by platform
+        "onnxruntime>=1.17; sys_platform != 'win32'",
+        "onnxruntime-directml>=1.17; sys_platform == 'win32'",
+    ],
+    extras_require={
+        # the test environment: the official rwkv package is the correctness oracle;
+        # torch is pinned to the CPU build the CI machine holds
+        "dev": ["pytest>=7", "rwkv==0.8.32", "torch==2.13.0"],
+    },
+    entry_points={"console_scripts": ["ai-writer=ai_writer.cli:main"]},
+)
