@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -101,8 +102,8 @@ def _read_pth(path: Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
-        blocked = str(exc).split("Unsupported global: ")[-1].split(" was not")[0]
-        reason = f"its pickle wants to import {blocked.replace('GLOBAL ', '')}" if "GLOBAL" in blocked else "its pickle holds more than tensors"
+        blocked = re.search(r"(?:GLOBAL|[Uu]nsupported(?: global:)?)\s+(?:GLOBAL\s+)?([\w.]+)", str(exc))
+        reason = f"its pickle wants to import {blocked.group(1)}" if blocked else "its pickle holds more than tensors"
         raise ModelFileError(f"{path}: refused to load: {reason} (only plain tensor checkpoints are loaded)") from None
     except (zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -149,6 +149,8 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
         out.chunk(chunk.run, chunk.text)
         while results:
             out.finished(results.pop(0))
+    for result in results:  # runs that ended with no new text (a stop string right away)
+        out.finished(result)
     out.close()
     elapsed = time.perf_counter() - began - prefill_s
     status(f"ai-writer: read {start.n_tokens} characters in {prefill_s:.2f} s, "

@@ -117,10 +117,10 @@ class Generator:
                 row.last_token, row.tokens = token, row.tokens + 1
                 row.text += self.tokenizer.decode([token])
                 chunk = _advance(row, max_chars, stop)
-                if chunk:
-                    yield Chunk(row.run, chunk)
                 if row.done and results is not None:
                     results.append(RunResult(row.run, row.text, row.finish_reason, row.tokens))
+                if chunk:
+                    yield Chunk(row.run, chunk)
                 next_tokens.append(token)
             still = [p for p, index in enumerate(active) if not rows[index].done]
             if not still:

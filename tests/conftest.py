@@ -1,0 +1,22 @@
+"""Shared fixtures: small random RWKV-7 checkpoints with vocabularies, written once per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rwkv7_factory import write_random_rwkv7
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An L2-D64 model over the 50-character conformance vocabulary, with tiny.json beside it."""
+    folder = tmp_path_factory.mktemp("tiny")
+    path = folder / "tiny.pth"
+    write_random_rwkv7(path, n_layer=2, n_embd=64, head_size=32, vocab_size=50, seed=3)
+    shutil.copy(DATA / "tiny_vocab.json", folder / "tiny.json")
+    return path
