@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from .backends import Backend
@@ -30,12 +29,13 @@ class LoadedModel:
 
 
 def default_model_path() -> Path | None:
-    """The model shipped with the package, if this installation has one."""
-    try:
-        path = Path(str(resources.files("ai_writer.model").joinpath(DEFAULT_MODEL_NAME)))
-    except ModuleNotFoundError:
-        return None
-    return path if path.is_file() else None
+    """The model shipped with ai-writer: inside the installed package (`pip install .`), or in
+    the source checkout's model/ folder (an editable install), whichever has it."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "model", package.parent / "model"):
+        if (folder / DEFAULT_MODEL_NAME).is_file():
+            return folder / DEFAULT_MODEL_NAME
+    return None
 
 
 def find_vocabulary(model_path: Path) -> Path | None:

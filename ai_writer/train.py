@@ -213,12 +213,15 @@ def _options_to_dict(options: TrainOptions) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(options).items()}
 
 
-def _resumed_options(saved: dict, requested: TrainOptions) -> TrainOptions:
+def _resumed_options(saved: dict, requested: TrainOptions, path: Path) -> TrainOptions:
     """The checkpoint's settings, except where the run is (paths, device, threads, cache, checkpoints)."""
-    stored = dict(saved["options"])
-    stored["corpus"] = tuple(stored["corpus"])
-    known = {f.name for f in dataclasses.fields(TrainOptions)}
-    options = TrainOptions(**{k: v for k, v in stored.items() if k in known})
+    try:
+        stored = dict(saved["options"])
+        stored["corpus"] = tuple(stored["corpus"])
+        known = {f.name for f in dataclasses.fields(TrainOptions)}
+        options = TrainOptions(**{k: v for k, v in stored.items() if k in known})
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(f"{path}: the settings stored in the training checkpoint are damaged") from None
     return dataclasses.replace(
         options, corpus=requested.corpus, out=requested.out, device=requested.device, threads=requested.threads,
         cache_dir=requested.cache_dir, checkpoint_every=requested.checkpoint_every, resume=True,
@@ -267,7 +270,10 @@ def _planned_steps(model, optimizer, corpus, options, device, autocast, budget_s
     """
     generator = torch.Generator().manual_seed(options.seed + 1)
     durations = []
+    timing_began = time.perf_counter()
     for i in range(TIMING_PASSES + 2):  # the first two warm up allocators and kernels
+        if len(durations) >= 2 and time.perf_counter() - timing_began > 0.02 * budget_s:
+            break  # slow steps: a few are enough, the budget is for training
         batch = get_batch(corpus.train, options.batch_size, options.ctx_len, generator).to(device)
         began = time.perf_counter()
         with autocast():
@@ -305,7 +311,7 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
     saved = None
     if options.resume:
         saved = load_training_checkpoint(ckpt_path)
-        options = _resumed_options(saved, options)
+        options = _resumed_options(saved, options, ckpt_path)
     elif ckpt_path.exists():
         raise SettingsError(f"{ckpt_path} exists: resume that run, or remove the file to start a new one")
     device = _device(options)
@@ -331,11 +337,15 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
     windows = eval_windows(corpus.val, options.ctx_len, options.eval_tokens)
     step, total, best, history, last_loss = 0, options.steps, None, [], None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        data_generator.set_state(saved["data_rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        step, total, best, history = saved["step"], saved["total_steps"], saved["best_val_loss"], saved["history"]
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            data_generator.set_state(saved["data_rng"])
+            torch.set_rng_state(saved["torch_rng"])
+            step, total, best, history = saved["step"], saved["total_steps"], saved["best_val_loss"], saved["history"]
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelFileError(f"{ckpt_path}: the training checkpoint is damaged ({first_line})") from None
         progress.message(f"resuming {ckpt_path} at step {step} of {total}; settings as stored in it")
 
     n_params = sum(p.numel() for p in model.parameters())

@@ -1,0 +1,70 @@
+"""Training speed of a model shape: tokens per second of full steps (forward, backward, AdamW).
+
+Prints one JSON line per (dtype, threads). The data are random windows over a vocabulary of
+the given size, so no corpus is needed; the vocabulary size matters (the head is V x C).
+
+    python benchmarks/train_throughput.py --n-layer 6 --n-embd 256 --ctx-len 256 --batch-size 16 \\
+        --vocab 5132 --dtypes fp32,bf16 --threads 1,2 --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from ai_writer.rwkv7 import RWKV7
+from ai_writer.rwkv7_init import init_weights, new_model_config
+from ai_writer.train import TrainOptions, get_batch, make_optimizer, window_loss
+
+
+def measure(args, dtype: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    config = new_model_config(args.vocab, args.n_layer, args.n_embd, args.head_size, args.ctx_len)
+    model = RWKV7(config)
+    init_weights(model, seed=0)
+    optimizer = make_optimizer(model, TrainOptions(corpus=("-",), out="-"))
+    data = np.random.default_rng(0).integers(0, args.vocab, 1_000_000).astype(np.uint16)
+    generator = torch.Generator().manual_seed(0)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16" else nullcontext
+    durations = []
+    for i in range(args.warmup + args.steps):
+        batch = get_batch(data, args.batch_size, args.ctx_len, generator)
+        began = time.perf_counter()
+        with autocast():
+            loss = window_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if i >= args.warmup:
+            durations.append(time.perf_counter() - began)
+    tokens = args.batch_size * args.ctx_len
+    return {
+        "shape": f"L{args.n_layer}-D{args.n_embd} ctx {args.ctx_len} batch {args.batch_size} vocab {args.vocab}",
+        "dtype": dtype,
+        "threads": threads,
+        "tokens_per_s": round(tokens / float(np.median(durations)), 1),
+        "s_per_step": [round(d, 3) for d in durations],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in (("n-layer", 6), ("n-embd", 256), ("head-size", 64), ("ctx-len", 256), ("batch-size", 16),
+                          ("vocab", 5132), ("steps", 3), ("warmup", 1)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--threads", default="1,2")
+    args = parser.parse_args()
+    for dtype in args.dtypes.split(","):
+        for threads in (int(t) for t in args.threads.split(",")):
+            print(json.dumps(measure(args, dtype, threads)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
