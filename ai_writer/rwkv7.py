@@ -128,6 +128,23 @@ def wkv_chunked(state, r, log_w, k, v, a, b, chunk_len: int = CHUNK_LEN):
     return y, state
 
 
+class Linear(nn.Linear):
+    """A bias-free projection whose weight can be kept transposed, [in, out], for inference:
+    a matrix-vector product reads that layout faster on CPUs. The checkpoint layout is [out, in]."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+        self.transposed = False
+
+    def forward(self, x):
+        return x @ self.weight if self.transposed else F.linear(x, self.weight)
+
+    def transpose_for_inference(self) -> None:
+        if not self.transposed:
+            self.weight = nn.Parameter(self.weight.detach().t().contiguous(), requires_grad=False)
+            self.transposed = True
+
+
 class TimeMix(nn.Module):
     def __init__(self, config: ModelConfig, layer_id: int):
         super().__init__()
@@ -143,16 +160,21 @@ class TimeMix(nn.Module):
             self.v1, self.v2 = nn.Parameter(torch.empty(C, config.dim_v)), nn.Parameter(torch.empty(config.dim_v, C))
         self.g1, self.g2 = nn.Parameter(torch.empty(C, config.dim_g)), nn.Parameter(torch.empty(config.dim_g, C))
         self.r_k = nn.Parameter(torch.empty(H, N))
-        self.receptance, self.key, self.value, self.output = (nn.Linear(C, C, bias=False) for _ in range(4))
+        self.receptance, self.key, self.value, self.output = (Linear(C, C) for _ in range(4))
         self.ln_x = nn.GroupNorm(H, C, eps=GROUP_NORM_EPS)
+        self.frozen_lerp = None  # the six lerp factors stacked once, for inference
+
+    def lerp_factors(self):
+        if self.frozen_lerp is not None:
+            return self.frozen_lerp
+        return torch.cat([self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g]).unsqueeze(1)  # (6,1,1,C)
 
     def forward(self, x, shift, wkv, v_first):
         """x (B, T, C) is the ln1 output; returns (out, new shift, new wkv state, v_first)."""
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
         xx = token_shift(x, shift) - x
-        lerp = torch.cat([self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g]).unsqueeze(1)  # (6,1,1,C)
-        xr, xw, xk, xv, xa, xg = torch.addcmul(x, xx, lerp).unbind(0)
+        xr, xw, xk, xv, xa, xg = torch.addcmul(x, xx, self.lerp_factors()).unbind(0)
 
         r = self.receptance(xr)
         k = self.key(xk)
@@ -186,8 +208,8 @@ class ChannelMix(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.x_k = nn.Parameter(torch.empty(1, 1, config.n_embd))
-        self.key = nn.Linear(config.n_embd, config.ffn_dim, bias=False)
-        self.value = nn.Linear(config.ffn_dim, config.n_embd, bias=False)
+        self.key = Linear(config.n_embd, config.ffn_dim)
+        self.value = Linear(config.ffn_dim, config.n_embd)
 
     def forward(self, x, shift):
         """x (B, T, C) is the ln2 output; returns (out, new shift)."""
@@ -213,10 +235,21 @@ class RWKV7(nn.Module):
         self.emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.n_embd)
-        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.head = Linear(config.n_embd, config.vocab_size)
+
+    def prepare_for_inference(self) -> "RWKV7":
+        """Fold what never changes at inference: transposed projections, stacked lerp factors.
+        The result computes the same function but must not be trained or saved."""
+        self.eval().requires_grad_(False)
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.transpose_for_inference()
+            if isinstance(module, TimeMix):
+                module.frozen_lerp = module.lerp_factors().detach()
+        return self
 
     def zero_state(self, batch_size: int) -> RWKV7State:
-        return RWKV7State.zeros(self.config, batch_size, self.head.weight.dtype, self.head.weight.device)
+        return RWKV7State.zeros(self.config, batch_size, self.ln_out.weight.dtype, self.ln_out.weight.device)
 
     def forward(self, tokens: torch.Tensor, state: RWKV7State, all_logits: bool = False):
         """tokens (B, T) -> logits (B, V) for the last position, or (B, T, V); and the new state.

@@ -43,19 +43,20 @@ LN2 = math.log(2)
 class TrainOptions:
     corpus: tuple[str, ...]  # UTF-8 text files, one paragraph per line
     out: str  # the native .safetensors model (best weights); the checkpoint is out + ".train.pt"
-    # model shape (L6-D256: ~5M weights plus the vocabulary rows, a few hours on a laptop CPU)
+    # model shape: L6-D256 has 5.2M weights in its blocks plus 2 x 256 per vocabulary entry (7.9M in
+    # all with the 5,132 characters of corpus/), small enough to train on a CPU in hours
     n_layer: int = 6
     n_embd: int = 256
     head_size: int = 64  # the RWKV-7 standard; n_embd must be a multiple of it
-    ctx_len: int = 256  # characters per training window: a few paragraphs of Chinese
+    ctx_len: int = 256  # characters per training window: several paragraphs
     # optimisation
-    batch_size: int = 16  # windows per step: 4096 characters, about 2 s per step on 2 CPU cores
-    lr: float = 6e-4  # peak learning rate
+    batch_size: int = 16  # windows per step: 4,096 characters, 1-2.5 s per step on 2 CPU cores
+    lr: float = 6e-4  # peak learning rate, as the RWKV-LM x070 demo run (decaying to 6e-5 there too)
     lr_final: float | None = None  # at the end of the cosine decay; None = lr / 10
     warmup_steps: int = 100  # linear warm-up from lr / warmup_steps to lr
     weight_decay: float = 0.1  # on the projection matrices and the head only
     beta1: float = 0.9
-    beta2: float = 0.99  # shorter memory than 0.999: steadier for small batches
+    beta2: float = 0.99  # shorter memory than 0.999: steadier with small batches (RWKV, nanoGPT char)
     grad_clip: float = 1.0
     # data
     min_char_count: int = 5  # rarer characters become the unknown character

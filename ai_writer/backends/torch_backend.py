@@ -29,7 +29,7 @@ class TorchBackend:
             if key not in OPTIONAL_LAYER0_KEYS
         }
         model.load_state_dict(weights, strict=True, assign=True)
-        self.model = model.eval().requires_grad_(False)
+        self.model = model.prepare_for_inference()
 
     def zero_state(self, batch_size: int) -> RWKV7State:
         return self.model.zero_state(batch_size)
