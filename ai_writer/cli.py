@@ -18,6 +18,7 @@ import click
 from . import __version__
 from .errors import AiWriterError, InputTextError, SettingsError
 from .sampler import SamplerSettings
+from .tokenizer import UNKNOWN_CHAR
 
 EXIT_ERROR = 2
 
@@ -40,6 +41,12 @@ def model_options(command):
         "--vocab",
         type=click.Path(dir_okay=False, path_type=Path),
         help="AI-Writer vocabulary JSON for a .pth model. Default: the .json beside the model with the same name.",
+    )
+    @click.option(
+        "--unknown-char",
+        default=UNKNOWN_CHAR,
+        show_default="U+E083",
+        help="The vocabulary's unknown character: text outside the vocabulary maps to it; it is never written.",
     )
     @click.option(
         "--backend",
@@ -110,8 +117,8 @@ def cli():
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
 @model_options
 @sampling_options
-def continue_command(file, length, runs, stop, seed, raw, output_format, no_stream, quiet, model, vocab, backend,
-                     precision, threads, **sampling):
+def continue_command(file, length, runs, stop, seed, raw, output_format, no_stream, quiet, model, vocab, unknown_char,
+                     backend, precision, threads, **sampling):
     """Continue the opening in FILE (or stdin) and stream the new text to stdout.
 
     \b
@@ -133,7 +140,7 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
     if not opening.strip():
         raise InputTextError(f"{_name(file)}: the opening is empty; give some text to continue")
     context = opening if raw else clean_opening(opening)
-    loaded = _load(model, vocab, backend, precision, threads)
+    loaded = _load(model, vocab, unknown_char, backend, precision, threads)
     seed = secrets.randbelow(2**31) if seed is None else seed
     status = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     status(f"ai-writer: {loaded.describe()}; seed {seed}")
@@ -208,7 +215,7 @@ class _Output:
 @click.option("--decode-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--prefill-tokens", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
-def bench_command(model, vocab, backend, precision, threads, decode_tokens, prefill_tokens, repeats):
+def bench_command(model, vocab, unknown_char, backend, precision, threads, decode_tokens, prefill_tokens, repeats):
     """Measure decode and prefill speed and peak memory; one JSON line per figure.
 
     \b
@@ -217,7 +224,7 @@ def bench_command(model, vocab, backend, precision, threads, decode_tokens, pref
     """
     from .bench import measure
 
-    loaded = _load(model, vocab, backend, precision, threads, need_vocab=False)
+    loaded = _load(model, vocab, unknown_char, backend, precision, threads, need_vocab=False)
     for figure in measure(loaded, threads=threads, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
                           repeats=repeats):
         click.echo(json.dumps(figure))
@@ -227,15 +234,17 @@ def _settings(sampling: dict) -> SamplerSettings:
     return SamplerSettings(**sampling)
 
 
-def _load(model, vocab, backend, precision, threads, need_vocab: bool = True):
+def _load(model, vocab, unknown_char, backend, precision, threads, need_vocab: bool = True):
     from .loading import default_model_path, load_model
 
     if model is None:
         model = default_model_path()
         if model is None:
             raise CliError("no model given and no default model is installed; pass --model PATH or set AI_WRITER_MODEL")
-    return load_model(model, vocab_path=vocab, backend=backend, precision=precision, threads=threads,
-                      need_vocab=need_vocab)
+    if len(unknown_char) != 1:
+        raise CliError(f"--unknown-char must be one character, got {unknown_char!r}")
+    return load_model(model, vocab_path=vocab, unknown_char=unknown_char, backend=backend, precision=precision,
+                      threads=threads, need_vocab=need_vocab)
 
 
 def _name(file: Path) -> str:
