@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_train import eval_command, train_command
 from .errors import AiWriterError, InputTextError, SettingsError
 from .sampler import SamplerSettings
 from .tokenizer import UNKNOWN_CHAR
@@ -228,6 +229,10 @@ def bench_command(model, vocab, unknown_char, backend, precision, threads, decod
     for figure in measure(loaded, threads=threads, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
                           repeats=repeats):
         click.echo(json.dumps(figure))
+
+
+cli.add_command(train_command)
+cli.add_command(eval_command)
 
 
 def _settings(sampling: dict) -> SamplerSettings:

@@ -78,7 +78,8 @@ def _init_time_mix(att, i: int, L: int, config: ModelConfig, gen: torch.Generato
 
     # Decay bias w0: a ramp from -6 (decay ≈ 1, long memory) to 0 (fast decay) across the channels,
     # bent more in deeper layers, plus a zig-zag inside each head so every head holds both slow and
-    # fast channels; +0.5 matches the reference (its soft clamp is our sigmoid form of the decay).
+    # fast channels, plus the reference's offset of 0.5. (The reference's soft clamp of w,
+    # exp(-exp(-softplus(-x) - 0.5)), is the same decay as rwkv7.py's exp(-e^-0.5 * sigmoid(x)).)
     ramp = -6.0 + 6.0 * (n / (C - 1)).pow(1.0 + depth**0.3)
     _set(att.w0, ramp + 0.5 + 2.5 * zigzag)
     # In-context learning rate bias a0 (a = sigmoid(a0 + lora)): around sigmoid(-0.19) ≈ 0.45.

@@ -289,7 +289,8 @@ def _planned_steps(model, optimizer, corpus, options, device, autocast, budget_s
     eval_batches = math.ceil(min(options.eval_tokens, len(corpus.val)) / (options.batch_size * options.ctx_len))
     eval_s = eval_batches * step_s / 3  # a forward pass costs about a third of forward+backward
     per_step = step_s + (eval_s / options.eval_every if options.eval_every else 0.0)
-    total = max(1, int(budget_s / per_step))
+    left = budget_s - (time.perf_counter() - timing_began) - eval_s  # the final evaluation comes on top
+    total = max(1, int(left / per_step))
     progress.message(f"timed {step_s:.2f} s per step: {total} steps fit in the time given")
     return total
 
@@ -389,8 +390,9 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
 
     tokens_per_step = options.batch_size * options.ctx_len
     speed = None
-    progress.start(total, step)
+    interrupted = False
     consistent = True  # False while a step is half done: nothing safe to save then
+    progress.start(total, step)
     try:
         with _StopRequest() as stop:
             while step < total:
@@ -420,14 +422,13 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
                 consistent = True
                 progress.update(StepStats(step, total, last_loss, speed, lr))
                 if evaluated is not None:
-                    progress.evaluated(step, evaluated[0], evaluated[1])
+                    progress.evaluated(step, *evaluated)
     except KeyboardInterrupt:
         if not consistent:
-            raise
+            raise  # a second Ctrl-C in the middle of a step: the last checkpoint stays as it was
         save_training_checkpoint(ckpt_path, checkpoint_state())
         progress.message(f"stopped at step {step} of {total}; saved {ckpt_path}: continue with --resume")
+        interrupted = True
+    finally:
         progress.close()
-        return TrainResult(step, total, best, last_loss, True, Path(options.out), ckpt_path, speed, history)
-    progress.close()
-    return TrainResult(step, total, best, last_loss, False, Path(options.out), ckpt_path, speed, history)
-
+    return TrainResult(step, total, best, last_loss, interrupted, Path(options.out), ckpt_path, speed, history)
