@@ -18,7 +18,6 @@ setup(
         "rich>=13",
         "prompt_toolkit>=3.0.36",
         "numpy>=1.24",
-        "threadpoolctl>=3.1",
         "safetensors>=0.4",
         "torch>=2.1",
         # the two install the same module: exactly one of them, by platform

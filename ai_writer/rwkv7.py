@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -130,39 +129,38 @@ def wkv_chunked(state, r, log_w, k, v, a, b, chunk_len: int = CHUNK_LEN):
     return y, state
 
 
-NUMPY_BLAS_MAX_ROWS = 64  # products with at most this many rows (decoding) go through numpy's BLAS
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x @ w. Small inference products on the CPU in fp32 (decoding: one row per sequence) run
-    through numpy's BLAS (OpenBLAS in numpy's wheels), which streams the weights up to twice as
-    fast as torch's MKL on AMD CPUs. Larger products, anything that needs gradients, and other
-    devices or precisions stay in torch."""
-    if (
-        x.device.type == "cpu"
-        and x.dtype == w.dtype == torch.float32
-        and x.numel() <= NUMPY_BLAS_MAX_ROWS * x.shape[-1]
-        and not (x.requires_grad or w.requires_grad)
-    ):
-        return torch.from_numpy(np.matmul(x.numpy(), w.numpy()))
-    return x @ w
+def pack_for_onednn(weight: torch.Tensor) -> torch.Tensor:
+    """A [out, in] weight reordered once into oneDNN's blocked layout (an opaque tensor)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)
+
+
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """x @ Wᵀ with a packed weight. On CPUs oneDNN's fp32 kernels run both matrix-vector
+    (decoding) and matrix-matrix (prefill) products far faster than the default BLAS path
+    (measured 2.6x for prefill GEMMs on this project's AMD test machine), at fp32 accuracy."""
+    rows = x.reshape(-1, x.shape[-1])
+    return torch.ops.mkldnn._linear_pointwise(rows, packed, None, "none", [], "").view(*x.shape[:-1], -1)
 
 
 class Linear(nn.Linear):
-    """A bias-free projection whose weight can be kept transposed, [in, out], for inference:
-    a matrix-vector product reads that layout faster on CPUs. The checkpoint layout is [out, in]."""
+    """A bias-free projection that can be packed once for fast CPU inference (see onednn_linear).
+    A packed Linear computes the same function but can no longer be trained or saved."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features, bias=False)
-        self.transposed = False
+        self.packed = None
 
     def forward(self, x):
-        return matmul(x, self.weight) if self.transposed else F.linear(x, self.weight)
+        return onednn_linear(x, self.packed) if self.packed is not None else F.linear(x, self.weight)
 
-    def transpose_for_inference(self) -> None:
-        if not self.transposed:
-            self.weight = nn.Parameter(self.weight.detach().t().contiguous(), requires_grad=False)
-            self.transposed = True
+    def pack_for_inference(self) -> None:
+        if self.packed is None:
+            self.packed = pack_for_onednn(self.weight)
+            self.weight = nn.Parameter(self.weight.new_empty(0), requires_grad=False)  # the packed copy replaces it
 
 
 class TimeMix(nn.Module):
@@ -183,6 +181,18 @@ class TimeMix(nn.Module):
         self.receptance, self.key, self.value, self.output = (Linear(C, C) for _ in range(4))
         self.ln_x = nn.GroupNorm(H, C, eps=GROUP_NORM_EPS)
         self.frozen_lerp = None  # the six lerp factors stacked once, for inference
+        self.packed_lora: dict[str, torch.Tensor] = {}  # low-rank matrices packed for inference
+
+    def lora(self, x, name: str):
+        """x @ self.<name> (a low-rank matrix stored [in, out])."""
+        if name in self.packed_lora:
+            return onednn_linear(x, self.packed_lora[name])
+        return x @ getattr(self, name)
+
+    def pack_for_inference(self) -> None:
+        self.frozen_lerp = self.lerp_factors().detach()
+        names = ("w1", "w2", "a1", "a2", "g1", "g2") + (("v1", "v2") if self.layer_id > 0 else ())
+        self.packed_lora = {name: pack_for_onednn(getattr(self, name).t()) for name in names}
 
     def lerp_factors(self):
         if self.frozen_lerp is not None:
@@ -199,16 +209,16 @@ class TimeMix(nn.Module):
         r = self.receptance(xr)
         k = self.key(xk)
         v = self.value(xv)
-        w = matmul(torch.tanh(matmul(xw, self.w1)), self.w2)
-        a = torch.sigmoid(self.a0 + matmul(matmul(xa, self.a1), self.a2))
-        g = matmul(torch.sigmoid(matmul(xg, self.g1)), self.g2)
+        w = self.lora(torch.tanh(self.lora(xw, "w1")), "w2")
+        a = torch.sigmoid(self.a0 + self.lora(self.lora(xa, "a1"), "a2"))
+        g = self.lora(torch.sigmoid(self.lora(xg, "g1")), "g2")
 
         kk = F.normalize((k * self.k_k).view(B, T, H, N), dim=-1)
         k = k * (1 + (a - 1) * self.k_a)
         if self.layer_id == 0:
             v_first = v
         else:
-            v = v + (v_first - v) * torch.sigmoid(self.v0 + matmul(matmul(xv, self.v1), self.v2))
+            v = v + (v_first - v) * torch.sigmoid(self.v0 + self.lora(self.lora(xv, "v1"), "v2"))
         log_w = -DECAY_SCALE * torch.sigmoid((self.w0 + w).float())
 
         heads = lambda t: t.float().view(B, T, H, N)  # noqa: E731
@@ -265,14 +275,16 @@ class RWKV7(nn.Module):
         self.head = Linear(config.n_embd, config.vocab_size)
 
     def prepare_for_inference(self) -> "RWKV7":
-        """Fold what never changes at inference: transposed projections, stacked lerp factors.
-        The result computes the same function but must not be trained or saved."""
+        """Fold what never changes at inference: stacked lerp factors, and on the CPU in fp32 the
+        projections packed for oneDNN. The result computes the same function but must not be
+        trained or saved."""
         self.eval().requires_grad_(False)
+        pack = self.ln_out.weight.device.type == "cpu" and self.ln_out.weight.dtype == torch.float32 and onednn_available()
         for module in self.modules():
-            if isinstance(module, Linear):
-                module.transpose_for_inference()
             if isinstance(module, TimeMix):
                 module.frozen_lerp = module.lerp_factors().detach()
+            if pack and isinstance(module, (Linear, TimeMix)):
+                module.pack_for_inference()
         return self
 
     def zero_state(self, batch_size: int) -> RWKV7State:

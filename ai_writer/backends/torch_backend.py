@@ -14,14 +14,6 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PREFILL_SEGMENT = 1024  # tokens per forward during a long prefill: bounds memory for any text length
 
 
-def limit_numpy_blas_threads() -> None:
-    """Decoding products run in numpy's BLAS (see rwkv7.matmul). Its thread pool would fight
-    torch's OpenMP threads for the cores, and one thread already streams memory at full speed."""
-    from threadpoolctl import ThreadpoolController
-
-    ThreadpoolController().select(internal_api="openblas").limit(limits=1)
-
-
 class TorchBackend:
     def __init__(self, checkpoint: Checkpoint, device: str = "cpu", precision: str = "fp32"):
         self.name = "cuda" if device.startswith("cuda") else "torch-cpu"
@@ -38,8 +30,6 @@ class TorchBackend:
         }
         model.load_state_dict(weights, strict=True, assign=True)
         self.model = model.prepare_for_inference()
-        if self.device.type == "cpu":
-            limit_numpy_blas_threads()
 
     def zero_state(self, batch_size: int) -> RWKV7State:
         return self.model.zero_state(batch_size)
