@@ -6,7 +6,6 @@ come back as one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
 import sys
@@ -16,79 +15,10 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_options import EXIT_ERROR, model_options, open_model, sampling_options
 from .cli_train import eval_command, train_command
-from .errors import AiWriterError, InputTextError, SettingsError
+from .errors import AiWriterError, InputTextError
 from .sampler import SamplerSettings
-from .tokenizer import UNKNOWN_CHAR
-
-EXIT_ERROR = 2
-
-
-class CliError(click.ClickException):
-    exit_code = EXIT_ERROR
-
-
-def model_options(command):
-    """Options that choose and open a model; shared by every command that runs one."""
-
-    @click.option(
-        "-m",
-        "--model",
-        envvar="AI_WRITER_MODEL",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Model file (.safetensors or RWKV-7 .pth). Default: $AI_WRITER_MODEL, then the shipped model.",
-    )
-    @click.option(
-        "--vocab",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="AI-Writer vocabulary JSON for a .pth model. Default: the .json beside the model with the same name.",
-    )
-    @click.option(
-        "--unknown-char",
-        default=UNKNOWN_CHAR,
-        show_default="U+E083",
-        help="The vocabulary's unknown character: text outside the vocabulary maps to it; it is never written.",
-    )
-    @click.option(
-        "--backend",
-        type=click.Choice(["auto", "torch-cpu", "cuda"]),
-        default="auto",
-        show_default=True,
-        help="Where the model runs: auto picks cuda on an NVIDIA GPU, else the CPU.",
-    )
-    @click.option(
-        "--precision",
-        type=click.Choice(["fp32", "fp16", "bf16"]),
-        help="Number format of the weights. Default: fp16 on cuda, fp32 on the CPU.",
-    )
-    @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the model. Default: all cores.")
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        return command(*args, **kwargs)
-
-    return wrapper
-
-
-def sampling_options(command):
-    """The AI-Writer sampling settings, with their defaults and valid ranges in the help."""
-    defaults = SamplerSettings()
-    table = [
-        ("--temperature", "temperature", float, "Randomness; 0 always takes the most likely character."),
-        ("--top-p", "top_p", float, "Nucleus threshold inside a paragraph."),
-        ("--top-p-newline", "top_p_newline", float, "Nucleus threshold right after a newline."),
-        ("--allow-p", "allow_p", float, "Characters at least this likely stay allowed whatever top-p says."),
-        ("--top-k", "top_k", int, "Keep at most this many candidates; 0 = no limit."),
-        ("--presence-penalty", "presence_penalty", float, "Penalty for any character already written."),
-        ("--frequency-penalty", "frequency_penalty", float, "Penalty per (decayed) repetition of a character."),
-        ("--penalty-decay", "penalty_decay", float, "Per-character decay of the repetition counts."),
-    ]
-    for flag, name, kind, text in reversed(table):
-        low, high = SamplerSettings.RANGES[name]
-        valid = f"{low:g} to {high:g}" if high != float("inf") else f"at least {low:g}"
-        command = click.option(
-            flag, name, type=kind, default=getattr(defaults, name), show_default=True, help=f"{text} [{valid}]"
-        )(command)
-    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,7 +71,7 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
     if not opening.strip():
         raise InputTextError(f"{_name(file)}: the opening is empty; give some text to continue")
     context = opening if raw else clean_opening(opening)
-    loaded = _load(model, vocab, unknown_char, backend, precision, threads)
+    loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
     seed = secrets.randbelow(2**31) if seed is None else seed
     status = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     status(f"ai-writer: {loaded.describe()}; seed {seed}")
@@ -225,7 +155,7 @@ def bench_command(model, vocab, unknown_char, backend, precision, threads, decod
     """
     from .bench import measure
 
-    loaded = _load(model, vocab, unknown_char, backend, precision, threads, need_vocab=False)
+    loaded = open_model(model, vocab, unknown_char, backend, precision, threads, need_vocab=False)
     for figure in measure(loaded, threads=threads, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
                           repeats=repeats):
         click.echo(json.dumps(figure))
@@ -237,19 +167,6 @@ cli.add_command(eval_command)
 
 def _settings(sampling: dict) -> SamplerSettings:
     return SamplerSettings(**sampling)
-
-
-def _load(model, vocab, unknown_char, backend, precision, threads, need_vocab: bool = True):
-    from .loading import default_model_path, load_model
-
-    if model is None:
-        model = default_model_path()
-        if model is None:
-            raise CliError("no model given and no default model is installed; pass --model PATH or set AI_WRITER_MODEL")
-    if len(unknown_char) != 1:
-        raise CliError(f"--unknown-char must be one character, got {unknown_char!r}")
-    return load_model(model, vocab_path=vocab, unknown_char=unknown_char, backend=backend, precision=precision,
-                      threads=threads, need_vocab=need_vocab)
 
 
 def _name(file: Path) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .cli_options import model_options, open_model
 from .errors import SettingsError
 
 _corpus_file = click.Path(dir_okay=False, path_type=Path)  # existence is checked with a typed error
@@ -93,17 +94,9 @@ def train_command(corpus, out, n_layer, n_embd, head_size, ctx_len, batch_size, 
 
 @click.command("eval")
 @click.argument("files", nargs=-1, required=True, type=_corpus_file)
-@click.option("-m", "--model", envvar="AI_WRITER_MODEL", type=click.Path(dir_okay=False, path_type=Path),
-              help="Model file (.safetensors or RWKV-7 .pth). Default: $AI_WRITER_MODEL, then the shipped model.")
-@click.option("--vocab", type=click.Path(dir_okay=False, path_type=Path),
-              help="AI-Writer vocabulary JSON for a .pth model. Default: the .json beside the model.")
 @click.option("--all", "whole", is_flag=True, help="Score whole files, not only their held-out last 5 % of lines.")
-@click.option("--backend", type=click.Choice(["auto", "torch-cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the model runs.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
-              help="Number format of the weights. Default: fp16 on cuda, fp32 on the CPU.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads. Default: all cores.")
-def eval_command(files, model, vocab, whole, backend, precision, threads):
+@model_options
+def eval_command(files, whole, model, vocab, unknown_char, backend, precision, threads):
     """Print the model's bits per character on FILES: one line per file and a total.
 
     \b
@@ -119,13 +112,8 @@ def eval_command(files, model, vocab, whole, backend, precision, threads):
       ai-writer eval --model my.safetensors --all story.txt
     """
     from .evaluate import evaluate_files
-    from .loading import default_model_path, load_model
 
-    if model is None:
-        model = default_model_path()
-        if model is None:
-            raise SettingsError("no model given and no default model is installed; pass --model PATH")
-    loaded = load_model(model, vocab_path=vocab, backend=backend, precision=precision, threads=threads)
+    loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
     results, total = evaluate_files(loaded.backend, loaded.tokenizer, files, all=whole)
     width = max(len(r.name) for r in results + [total])
     click.echo(f"{'file'.ljust(width)}  {'bits/char':>9}  {'chars':>10}  {'unknown':>8}")

@@ -38,7 +38,7 @@ def main() -> None:
     subprocess.run([sys.executable, "benchmarks/make_models.py", "--out-dir", str(args.models), "--shapes",
                     args.shapes], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     threads = ["--threads", str(args.threads)]
-    print(f"| model | figure | ai-writer (median, min-max) | rwkv package (median, min-max) | ratio |")
+    print("| model | figure | ai-writer (median, min-max) | rwkv package (median, min-max) | ratio |")
     print("|---|---|---|---|---|")
     for shape in shapes:
         model = str(args.models / f"rwkv7-{shape}-V8849.pth")

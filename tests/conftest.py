@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from rwkv7_factory import write_random_rwkv7
 
 DATA = Path(__file__).parent / "data"

@@ -8,12 +8,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import DATA
 
 from ai_writer.backends.torch_backend import TorchBackend
 from ai_writer.checkpoint import load_checkpoint, save_native
 from ai_writer.errors import ModelFileError
 from ai_writer.tokenizer import CharTokenizer
-from conftest import DATA
 
 
 class RunsAShellCommand:

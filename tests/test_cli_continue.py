@@ -6,12 +6,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import DATA
 
 ROOT = Path(__file__).resolve().parent.parent

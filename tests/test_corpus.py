@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from ai_writer.corpus import build_vocabulary, encode_array, load_corpus, read_lines, split_lines
+from ai_writer.corpus import (
+    build_vocabulary,
+    encode_array,
+    load_corpus,
+    read_lines,
+    split_lines,
+)
 from ai_writer.errors import InputTextError
 from ai_writer.tokenizer import UNKNOWN_CHAR
 

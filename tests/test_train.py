@@ -18,8 +18,15 @@ from ai_writer.errors import InputTextError, ModelFileError, SettingsError
 from ai_writer.evaluate import evaluate_file
 from ai_writer.rwkv7 import RWKV7
 from ai_writer.rwkv7_init import init_weights, new_model_config
-from ai_writer.train import (TrainOptions, checkpoint_path, eval_windows, lr_at, make_optimizer, train,
-                             window_loss)
+from ai_writer.train import (
+    TrainOptions,
+    checkpoint_path,
+    eval_windows,
+    lr_at,
+    make_optimizer,
+    train,
+    window_loss,
+)
 from ai_writer.train_progress import QuietProgress
 
 TINY = dict(n_layer=2, n_embd=64, head_size=32, ctx_len=32, batch_size=8, lr=3e-3, warmup_steps=4, threads=1,
