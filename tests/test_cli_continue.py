@@ -194,3 +194,11 @@ def test_invalid_settings_name_the_setting(tiny_model, option, value, named):
 
 def test_no_model_at_all_says_what_to_do(tmp_path, monkeypatch):
     fails(run("continue", env_model=str(tmp_path / "gone.safetensors")), "gone.safetensors")
+
+
+def test_unknown_char_option_bans_that_character(tiny_model):
+    result = run("continue", "--model", str(tiny_model), "--len", "300", "--seed", "4", "--unknown-char", "，", "-q",
+                 "--top-p", "1", "--allow-p", "0")
+    assert result.returncode == 0, result.stderr.decode()
+    assert "，" not in text(result) and "\ue083" in text(result)  # U+E083 is now an ordinary character
+    fails(run("continue", "--model", str(tiny_model), "--unknown-char", "ab"), "--unknown-char", "one character")
