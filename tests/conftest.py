@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from rwkv7_factory import write_random_rwkv7
 
 DATA = Path(__file__).parent / "data"
@@ -19,3 +20,12 @@ def tiny_model(tmp_path_factory) -> Path:
     write_random_rwkv7(path, n_layer=2, n_embd=64, head_size=32, vocab_size=50, seed=3)
     shutil.copy(DATA / "tiny_vocab.json", folder / "tiny.json")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and do not stall when other work holds the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,13 +20,7 @@ TOKENIZER = CharTokenizer(["\n", " ", "a", "b", "c", "d", UNKNOWN_CHAR])
 V = TOKENIZER.vocab_size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall when other work holds the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(fill: str) -> RWKV7:

@@ -33,13 +33,7 @@ TINY = dict(n_layer=2, n_embd=64, head_size=32, ctx_len=32, batch_size=8, lr=3e-
             eval_tokens=512)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall when other work holds the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
