@@ -1,0 +1,25 @@
+"""A plain `pip install .` carries the shipped model, so the tool works offline from any directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_carries_the_default_model_and_the_entry_point(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, timeout=600,
+    )
+    wheel = next(tmp_path.glob("ai_writer-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+        assert "ai_writer/model/default.safetensors" in names
+        shipped = archive.getinfo("ai_writer/model/default.safetensors").file_size
+    assert shipped == (ROOT / "model" / "default.safetensors").stat().st_size
+    assert "ai-writer = ai_writer.cli:main" in entry_points
