@@ -60,19 +60,21 @@ def load_model(
     """
     choice = choose(backend, precision)  # before reading gigabytes: a bad choice fails fast
     checkpoint = load_checkpoint(model_path)
-    if vocab_path is not None:
-        tokenizer = CharTokenizer.from_file(vocab_path, unknown_char=unknown_char)
-        check_vocabulary(checkpoint, tokenizer, str(vocab_path))
-    elif checkpoint.tokenizer is not None:
-        tokenizer = checkpoint.tokenizer
-    else:
-        found = find_vocabulary(checkpoint.path)
-        if found is None and not need_vocab:
-            return LoadedModel(checkpoint, None, open_backend(checkpoint, choice, threads), choice)
-        if found is None:
-            raise VocabularyError(
-                f"{checkpoint.path}: no vocabulary found; pass --vocab or put {checkpoint.path.with_suffix('.json').name} beside it"
-            )
-        tokenizer = CharTokenizer.from_file(found, unknown_char=unknown_char)
-        check_vocabulary(checkpoint, tokenizer, str(found))
+    tokenizer = _tokenizer_for(checkpoint, vocab_path, unknown_char, need_vocab)
     return LoadedModel(checkpoint, tokenizer, open_backend(checkpoint, choice, threads), choice)
+
+
+def _tokenizer_for(checkpoint: Checkpoint, vocab_path, unknown_char: str, need_vocab: bool) -> CharTokenizer | None:
+    """--vocab, else the vocabulary inside a native file, else NAME.json beside a .pth."""
+    if vocab_path is None and checkpoint.tokenizer is not None:
+        return checkpoint.tokenizer
+    path = vocab_path if vocab_path is not None else find_vocabulary(checkpoint.path)
+    if path is None:
+        if not need_vocab:
+            return None
+        raise VocabularyError(
+            f"{checkpoint.path}: no vocabulary found; pass --vocab or put {checkpoint.path.with_suffix('.json').name} beside it"
+        )
+    tokenizer = CharTokenizer.from_file(path, unknown_char=unknown_char)
+    check_vocabulary(checkpoint, tokenizer, str(path))
+    return tokenizer

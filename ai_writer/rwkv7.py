@@ -190,7 +190,6 @@ class TimeMix(nn.Module):
         return x @ getattr(self, name)
 
     def pack_for_inference(self) -> None:
-        self.frozen_lerp = self.lerp_factors().detach()
         names = ("w1", "w2", "a1", "a2", "g1", "g2") + (("v1", "v2") if self.layer_id > 0 else ())
         self.packed_lora = {name: pack_for_onednn(getattr(self, name).t()) for name in names}
 
