@@ -19,6 +19,7 @@ setup(
         "prompt_toolkit>=3.0.36",
         "numpy>=1.24",
         "safetensors>=0.4",
+        "onnx>=1.16",  # exporting models to ONNX (once per model, cached); the runtime is onnxruntime
         "torch>=2.1",
         # the two install the same module: exactly one of them, by platform
         "onnxruntime>=1.17; sys_platform != 'win32'",

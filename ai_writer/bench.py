@@ -32,11 +32,11 @@ def measure(
     seed: int = 0,
 ) -> Iterator[dict]:
     backend = loaded.backend
-    vocab = loaded.checkpoint.config.vocab_size
+    vocab = loaded.config.vocab_size
     rng = np.random.default_rng(seed)
     common = {
         "impl": "ai-writer",
-        "model": loaded.checkpoint.path.name,
+        "model": loaded.path.name,
         "backend": loaded.choice.backend,
         "precision": loaded.choice.precision,
         "threads": threads,

@@ -17,7 +17,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from .config import ModelConfig
 from .errors import ModelFileError, VocabularyError
@@ -68,11 +67,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(path, config, tensors, tokenizer)
 
 
-def check_vocabulary(checkpoint: Checkpoint, tokenizer: CharTokenizer, vocab_source: str) -> None:
-    if tokenizer.vocab_size != checkpoint.config.vocab_size:
+def check_vocabulary(config: ModelConfig, tokenizer: CharTokenizer, vocab_source: str, model_path) -> None:
+    if tokenizer.vocab_size != config.vocab_size:
         raise VocabularyError(
             f"vocabulary {vocab_source} has {tokenizer.vocab_size} characters "
-            f"but model {checkpoint.path} has a vocabulary of {checkpoint.config.vocab_size}"
+            f"but model {model_path} has a vocabulary of {config.vocab_size}"
         )
 
 
@@ -99,6 +98,8 @@ def save_native(path: str | os.PathLike, config: ModelConfig, state_dict: dict, 
 
 
 def _read_pth(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
@@ -127,7 +128,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
-def _check_shapes(path: Path, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> None:
+def _check_shapes(path: Path, config: ModelConfig, tensors: dict[str, "torch.Tensor"]) -> None:
     expected = config.expected_shapes()
     for key, shape in expected.items():
         if key not in tensors:

@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from .cli_options import EXIT_ERROR, model_options, open_model, sampling_options
+from .cli_model import export_group, info_command
 from .cli_train import eval_command, train_command
 from .errors import AiWriterError, InputTextError
 from .sampler import SamplerSettings
@@ -144,15 +145,31 @@ class _Output:
 @cli.command("bench")
 @model_options
 @click.option("--decode-tokens", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--prefill-tokens", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--prefill-tokens", type=click.IntRange(min=2), default=2000, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
-def bench_command(model, vocab, unknown_char, backend, precision, threads, decode_tokens, prefill_tokens, repeats):
+@click.option("--compare", "configs", metavar="BACKEND[:PRECISION],...",
+              help="Measure these configurations side by side, each in its own process, e.g. cpu:fp32,cpu:int8.")
+@click.option("--reference", is_flag=True,
+              help="With --compare: measure the official rwkv package (fp32, CPU) in the same run (pip install rwkv).")
+@click.option("--bandwidth", is_flag=True, help="With --compare: measure the memory bandwidth, the bound of decoding.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --compare: interleaved rounds; the table shows medians and spreads.")
+def bench_command(model, vocab, unknown_char, backend, precision, threads, decode_tokens, prefill_tokens, repeats,
+                  configs, reference, bandwidth, rounds):
     """Measure decode and prefill speed and peak memory; one JSON line per figure.
 
     \b
-    Example:
+    With --compare, a markdown table of several configurations side by side
+    (and the rwkv package with --reference), medians over --rounds.
+
+    \b
+    Examples:
       ai-writer bench --model my.pth --threads 2
+      ai-writer bench --model my.pth --threads 2 --compare cpu:fp32,cpu:int8,torch-cpu --reference --bandwidth
     """
+    if configs:
+        _bench_compare(model, configs, reference, bandwidth, threads, rounds, decode_tokens, prefill_tokens, repeats)
+        return
     from .bench import measure
 
     loaded = open_model(model, vocab, unknown_char, backend, precision, threads, need_vocab=False)
@@ -161,8 +178,32 @@ def bench_command(model, vocab, unknown_char, backend, precision, threads, decod
         click.echo(json.dumps(figure))
 
 
+def _bench_compare(model, configs, reference, bandwidth, threads, rounds, decode_tokens, prefill_tokens, repeats):
+    import os
+
+    from .bench_compare import compare, parse_configs, stream_read_gbps, table
+    from .loading import default_model_path
+
+    model = model or default_model_path()
+    threads = threads or os.cpu_count() or 1
+    series = compare(Path(model), parse_configs(configs), reference=reference, threads=threads, rounds=rounds,
+                     decode_tokens=decode_tokens, prefill_tokens=prefill_tokens, repeats=repeats,
+                     log=lambda line: click.echo(line, err=True))
+    gbps = stream_read_gbps(threads) if bandwidth else None
+    config = None
+    if bandwidth:
+        from .checkpoint import load_checkpoint
+
+        config = load_checkpoint(model).config
+        click.echo(f"streaming read bandwidth, {threads} threads: {gbps:.1f} GB/s", err=True)
+    click.echo(f"{Path(model).name}, {threads} threads, medians of {rounds} rounds (min-max):")
+    click.echo(table(series, config=config, bandwidth_gbps=gbps))
+
+
 cli.add_command(train_command)
 cli.add_command(eval_command)
+cli.add_command(info_command)
+cli.add_command(export_group)
 
 
 def _settings(sampling: dict) -> SamplerSettings:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .backends.select import BACKENDS, DEFAULT_THREADS_HELP as THREADS_HELP, PRECISIONS
 from .sampler import SamplerSettings
 from .tokenizer import UNKNOWN_CHAR
 
@@ -25,7 +26,8 @@ def model_options(command):
         "--model",
         envvar="AI_WRITER_MODEL",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="Model file (.safetensors or RWKV-7 .pth). Default: $AI_WRITER_MODEL, then the shipped model.",
+        help="Model file (.safetensors, RWKV-7 .pth, or its .onnx export). Default: $AI_WRITER_MODEL, then the "
+        "shipped model.",
     )
     @click.option(
         "--vocab",
@@ -40,17 +42,19 @@ def model_options(command):
     )
     @click.option(
         "--backend",
-        type=click.Choice(["auto", "torch-cpu", "cuda"]),
+        type=click.Choice(list(BACKENDS)),
         default="auto",
         show_default=True,
-        help="Where the model runs: auto picks cuda on an NVIDIA GPU, else the CPU.",
+        help="Where the model runs: cuda (torch, NVIDIA), dml (ONNX Runtime DirectML, AMD/Intel on Windows), "
+        "cpu (ONNX Runtime), torch-cpu. auto: cuda if an NVIDIA GPU is usable, else dml if installed, else cpu.",
     )
     @click.option(
         "--precision",
-        type=click.Choice(["fp32", "fp16", "bf16"]),
-        help="Number format of the weights. Default: fp16 on cuda, fp32 on the CPU.",
+        type=click.Choice(list(PRECISIONS)),
+        help="Number format: fp16/bf16/fp32 on cuda, fp16/fp32 on dml, fp32/int8 on cpu, fp32/bf16 on torch-cpu. "
+        "Default: the first of each.",
     )
-    @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the model. Default: all cores.")
+    @click.option("--threads", type=click.IntRange(min=1), help=f"CPU threads for the model. Default: {THREADS_HELP}.")
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         return command(*args, **kwargs)
@@ -91,4 +95,10 @@ def open_model(model, vocab, unknown_char, backend, precision, threads, need_voc
     if len(unknown_char) != 1:
         raise CliError(f"--unknown-char must be one character, got {unknown_char!r}")
     return load_model(model, vocab_path=vocab, unknown_char=unknown_char, backend=backend, precision=precision,
-                      threads=threads, need_vocab=need_vocab)
+                      threads=threads, need_vocab=need_vocab, onnx_cache=onnx_cache_dir(),
+                      notify=lambda message: click.echo(f"ai-writer: {message}", err=True))
+
+
+def onnx_cache_dir() -> Path:
+    """Where models are exported to ONNX on first use (the ai-writer user folder)."""
+    return Path(click.get_app_dir("ai-writer")) / "onnx-cache"

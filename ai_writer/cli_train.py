@@ -55,9 +55,12 @@ def default_cache_dir() -> Path:
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads. Default: all cores.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the tokenized corpus is kept for the next run. Default: the ai-writer user folder.")
+@click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path),
+              help="Fine-tune: start from this ai-writer model (its weights, shape and vocabulary) instead of "
+                   "random weights, e.g. the default model on your own novels.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or status lines.")
 def train_command(corpus, out, n_layer, n_embd, head_size, ctx_len, batch_size, lr, min_char_count, minutes, steps,
-                  eval_every, checkpoint_every, resume, seed, device, dtype, threads, cache_dir, quiet):
+                  eval_every, checkpoint_every, resume, seed, device, dtype, threads, cache_dir, init_from, quiet):
     """Train a character-level RWKV-7 model on CORPUS text files.
 
     \b
@@ -71,6 +74,7 @@ def train_command(corpus, out, n_layer, n_embd, head_size, ctx_len, batch_size, 
       ai-writer train novel.txt --out small.safetensors --n-layer 4 --n-embd 128 --steps 2000
       ai-writer train corpus/zh/*.txt --out my.safetensors --resume
       ai-writer train corpus/en/*.txt --out en.safetensors --device cuda --dtype bf16
+      ai-writer train my_novels/*.txt --out mine.safetensors --init-from model/default.safetensors --lr 2e-4
     """
     from .train import TrainOptions, train
     from .train_progress import QuietProgress, RichProgress
@@ -82,6 +86,7 @@ def train_command(corpus, out, n_layer, n_embd, head_size, ctx_len, batch_size, 
         ctx_len=ctx_len, batch_size=batch_size, lr=lr, min_char_count=min_char_count, minutes=minutes, steps=steps,
         eval_every=eval_every, checkpoint_every=checkpoint_every, resume=resume, seed=seed, device=device,
         dtype=dtype, threads=threads, cache_dir=str(cache_dir or default_cache_dir()),
+        init_from=None if init_from is None else str(init_from),
     )
     result = train(options, QuietProgress() if quiet else RichProgress())
     if result.interrupted:

@@ -116,15 +116,22 @@ def load_corpus(
     min_char_count: int = 5,
     cache_dir: str | os.PathLike | None = None,
     unknown_char: str = UNKNOWN_CHAR,
+    vocabulary: CharTokenizer | None = None,
 ) -> Corpus:
-    """Read, split and tokenize the corpus, reusing the cache in `cache_dir` when it has this text."""
+    """Read, split and tokenize the corpus, reusing the cache in `cache_dir` when it has this text.
+
+    With `vocabulary` (fine-tuning a model), the text is tokenized with it instead of a
+    vocabulary built from the training split; `min_char_count` is then unused.
+    """
+    if vocabulary is not None:
+        unknown_char = vocabulary.unknown_char
     if not paths:
         raise InputTextError("no corpus files given")
     if min_char_count < 1:
         raise InputTextError(f"min_char_count must be at least 1, got {min_char_count}")
     paths = [Path(p) for p in paths]
     contents = [_read_bytes(p) for p in paths]
-    key = _cache_key(contents, min_char_count, unknown_char)
+    key = _cache_key(contents, min_char_count, unknown_char, vocabulary)
     names = _names(paths)
 
     cached = _read_cache(Path(cache_dir) / key, unknown_char) if cache_dir is not None else None
@@ -145,7 +152,7 @@ def load_corpus(
     if not train_text.strip("\n"):
         why = "is empty" if not (train_text + val_text).strip("\n") else "is too short: every line is held out for validation"
         raise InputTextError(f"{names}: the corpus {why} (the last 5 % of each file's lines are held out)")
-    tokenizer = build_vocabulary(train_text, min_char_count, unknown_char)
+    tokenizer = vocabulary if vocabulary is not None else build_vocabulary(train_text, min_char_count, unknown_char)
     n_chars = tokenizer.vocab_size - 2  # not counting "\n" and the unknown character
     if n_chars < 2:
         raise InputTextError(
@@ -193,8 +200,12 @@ def _names(paths: Sequence[Path]) -> str:
     return f"{paths[0]} and {len(paths) - 1} more files"
 
 
-def _cache_key(contents: Sequence[bytes], min_char_count: int, unknown_char: str) -> str:
-    digest = hashlib.sha256(f"{CACHE_FORMAT}\0{min_char_count}\0{ord(unknown_char)}\0{len(contents)}".encode())
+def _cache_key(contents: Sequence[bytes], min_char_count: int, unknown_char: str,
+               vocabulary: CharTokenizer | None) -> str:
+    given = "built" if vocabulary is None else vocabulary.to_json()
+    digest = hashlib.sha256(
+        f"{CACHE_FORMAT}\0{min_char_count}\0{ord(unknown_char)}\0{len(contents)}\0{given}".encode()
+    )
     for data in contents:
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)

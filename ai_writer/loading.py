@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Callable
+
 from .backends import Backend
-from .backends.select import Choice, choose, open_backend
-from .checkpoint import Checkpoint, check_vocabulary, load_checkpoint
-from .errors import VocabularyError
+from .backends.select import Choice, choose
+from .config import ModelConfig
+from .errors import ModelFileError, VocabularyError
 from .tokenizer import UNKNOWN_CHAR, CharTokenizer
 
 DEFAULT_MODEL_NAME = "default.safetensors"
@@ -16,14 +18,16 @@ DEFAULT_MODEL_NAME = "default.safetensors"
 
 @dataclass
 class LoadedModel:
-    checkpoint: Checkpoint
+    path: Path  # the model file asked for
+    config: ModelConfig
     tokenizer: CharTokenizer | None  # None only when opened with need_vocab=False
     backend: Backend
     choice: Choice
+    runs: Path | None = None  # the .onnx the ONNX Runtime backends run
 
     def describe(self) -> str:
         return (
-            f"{self.checkpoint.path.name}: {self.checkpoint.config.describe()}; "
+            f"{self.path.name}: {self.config.describe()}; "
             f"backend {self.choice.backend} {self.choice.precision} ({self.choice.reason})"
         )
 
@@ -53,28 +57,67 @@ def load_model(
     precision: str | None = None,
     threads: int | None = None,
     need_vocab: bool = True,
+    onnx_cache: str | Path | None = None,
+    notify: Callable[[str], None] = lambda message: None,
 ) -> LoadedModel:
     """Open a model file with its vocabulary on the chosen backend.
 
-    With need_vocab=False (speed measurements), a .pth without a vocabulary is accepted.
+    With need_vocab=False (speed measurements), a model without a vocabulary is accepted.
+    The ONNX Runtime backends (cpu, dml) run the model's ONNX export (onnx_files.py), which
+    this exports into `onnx_cache` on first use; they never import torch.
     """
     choice = choose(backend, precision)  # before reading gigabytes: a bad choice fails fast
+    model_path = Path(model_path)
+    if choice.backend in ("cpu", "dml"):
+        return _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify)
+    if model_path.suffix.lower() == ".onnx":
+        raise ModelFileError(f"{model_path}: an ONNX file runs on the cpu or dml backend, not on {choice.backend}")
+    from .backends.torch_backend import TorchBackend
+    from .checkpoint import check_vocabulary, load_checkpoint
+
     checkpoint = load_checkpoint(model_path)
-    tokenizer = _tokenizer_for(checkpoint, vocab_path, unknown_char, need_vocab)
-    return LoadedModel(checkpoint, tokenizer, open_backend(checkpoint, choice, threads), choice)
+    tokenizer = _tokenizer_for(model_path, checkpoint.tokenizer, vocab_path, unknown_char, need_vocab)
+    if tokenizer is not None:
+        check_vocabulary(checkpoint.config, tokenizer, str(vocab_path or model_path), model_path)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    device = "cuda" if choice.backend == "cuda" else "cpu"
+    backend = TorchBackend(checkpoint, device=device, precision=choice.precision)
+    return LoadedModel(model_path, checkpoint.config, tokenizer, backend, choice)
 
 
-def _tokenizer_for(checkpoint: Checkpoint, vocab_path, unknown_char: str, need_vocab: bool) -> CharTokenizer | None:
-    """--vocab, else the vocabulary inside a native file, else NAME.json beside a .pth."""
-    if vocab_path is None and checkpoint.tokenizer is not None:
-        return checkpoint.tokenizer
-    path = vocab_path if vocab_path is not None else find_vocabulary(checkpoint.path)
+def _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify) -> LoadedModel:
+    from .backends.onnx_backend import OnnxBackend
+    from .checkpoint import check_vocabulary
+    from .onnx_files import onnx_for
+
+    onnx_path, source = onnx_for(model_path, choice.precision, onnx_cache, notify=notify)
+    backend = OnnxBackend(onnx_path, backend=choice.backend, providers=choice.providers, threads=threads)
+    if source is not None and backend.metadata.get("source") != source:
+        raise ModelFileError(
+            f"{onnx_path}: this ONNX file was not exported from {model_path}; re-export it with "
+            f"`ai-writer export onnx {model_path}` or remove it"
+        )
+    if model_path.suffix.lower() == ".onnx" and choice.precision != backend.precision:
+        raise ModelFileError(f"{onnx_path}: this export is {backend.precision}, not {choice.precision}")
+    tokenizer = _tokenizer_for(model_path, backend.tokenizer(), vocab_path, unknown_char, need_vocab)
+    if tokenizer is not None:
+        check_vocabulary(backend.config, tokenizer, str(vocab_path or model_path), model_path)
+    return LoadedModel(model_path, backend.config, tokenizer, backend, choice, runs=onnx_path)
+
+
+def _tokenizer_for(model_path: Path, stored: CharTokenizer | None, vocab_path, unknown_char: str,
+                   need_vocab: bool) -> CharTokenizer | None:
+    """--vocab, else the vocabulary stored in the model file, else NAME.json beside it."""
+    if vocab_path is None and stored is not None:
+        return stored
+    path = vocab_path if vocab_path is not None else find_vocabulary(model_path)
     if path is None:
         if not need_vocab:
             return None
         raise VocabularyError(
-            f"{checkpoint.path}: no vocabulary found; pass --vocab or put {checkpoint.path.with_suffix('.json').name} beside it"
+            f"{model_path}: no vocabulary found; pass --vocab or put {model_path.with_suffix('.json').name} beside it"
         )
-    tokenizer = CharTokenizer.from_file(path, unknown_char=unknown_char)
-    check_vocabulary(checkpoint, tokenizer, str(path))
-    return tokenizer
+    return CharTokenizer.from_file(path, unknown_char=unknown_char)

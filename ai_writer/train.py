@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import save_native
+from .checkpoint import OPTIONAL_LAYER0_KEYS, Checkpoint, load_checkpoint, save_native
 from .corpus import load_corpus
 from .errors import BackendError, InputTextError, ModelFileError, SettingsError
 from .rwkv7 import RWKV7
@@ -74,6 +74,9 @@ class TrainOptions:
     dtype: str = "fp32"  # fp32 | bf16 (autocast; the weights and optimizer stay fp32)
     threads: int | None = None  # CPU threads; None = torch's default
     resume: bool = False  # continue from out + ".train.pt"
+    # fine-tuning: start from this native model's weights, shape and vocabulary (the shape
+    # options above are then unused) instead of random weights and a vocabulary from the corpus
+    init_from: str | None = None
 
 
 @dataclass
@@ -86,7 +89,7 @@ class TrainResult:
     out: Path
     checkpoint: Path
     tokens_per_s: float | None
-    history: list[dict] = field(default_factory=list)  # {"step", "val_loss"} per evaluation
+    history: list[dict] = field(default_factory=list)  # {"step", "val_loss", "train_loss"} per evaluation
 
     @property
     def best_val_bpc(self) -> float | None:
@@ -251,6 +254,13 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _initial_model(path: str) -> Checkpoint:
+    checkpoint = load_checkpoint(path)
+    if checkpoint.tokenizer is None:
+        raise SettingsError(f"{path}: fine-tuning needs an ai-writer .safetensors model, which carries its vocabulary")
+    return checkpoint
+
+
 def _device(options: TrainOptions) -> torch.device:
     if options.device == "cuda" and not torch.cuda.is_available():
         raise BackendError("device cuda needs an NVIDIA GPU and a CUDA build of torch; none is usable here")
@@ -319,7 +329,9 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
     device = _device(options)
     autocast = _autocast(options, device)
 
-    corpus = load_corpus(options.corpus, min_char_count=options.min_char_count, cache_dir=options.cache_dir)
+    init = _initial_model(options.init_from) if options.init_from else None
+    corpus = load_corpus(options.corpus, min_char_count=options.min_char_count, cache_dir=options.cache_dir,
+                         vocabulary=init.tokenizer if init is not None else None)
     if saved is not None and saved["corpus_key"] != corpus.key:
         raise InputTextError(f"{ckpt_path}: the corpus files differ from the ones this run was started with")
     if len(corpus.train) < options.ctx_len + 1:
@@ -328,16 +340,23 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
             f"ctx_len + 1 = {options.ctx_len + 1}; give more text or a shorter context"
         )
     tokenizer = corpus.tokenizer
-    config = new_model_config(tokenizer.vocab_size, options.n_layer, options.n_embd, options.head_size,
-                              options.ctx_len)
-    model = RWKV7(config)
-    init_weights(model, options.seed)
+    if init is not None:
+        config = init.config
+        model = RWKV7(config)
+        model.load_state_dict({k: v.float() for k, v in init.tensors.items() if k not in OPTIONAL_LAYER0_KEYS})
+        progress.message(f"fine-tuning {options.init_from}: its shape and vocabulary are kept")
+    else:
+        config = new_model_config(tokenizer.vocab_size, options.n_layer, options.n_embd, options.head_size,
+                                  options.ctx_len)
+        model = RWKV7(config)
+        init_weights(model, options.seed)
     model.to(device)
     optimizer = make_optimizer(model, options)
     data_generator = torch.Generator().manual_seed(options.seed)
     torch.manual_seed(options.seed)
     windows = eval_windows(corpus.val, options.ctx_len, options.eval_tokens)
     step, total, best, history, last_loss = 0, options.steps, None, [], None
+    recent_losses: list[float] = []  # training losses since the last evaluation
     if saved is not None:
         try:
             model.load_state_dict(saved["model"])
@@ -345,6 +364,7 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
             data_generator.set_state(saved["data_rng"])
             torch.set_rng_state(saved["torch_rng"])
             step, total, best, history = saved["step"], saved["total_steps"], saved["best_val_loss"], saved["history"]
+            recent_losses = list(saved.get("recent_losses", []))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelFileError(f"{ckpt_path}: the training checkpoint is damaged ({first_line})") from None
@@ -371,6 +391,7 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
             "torch_rng": torch.get_rng_state(),
             "best_val_loss": best,
             "history": history,
+            "recent_losses": list(recent_losses),
             "options": _options_to_dict(options),
             "config": dataclasses.asdict(config),
             "vocab": list(tokenizer.chars),
@@ -381,7 +402,9 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
     def evaluate() -> tuple[float | None, bool]:
         nonlocal best
         val_loss = held_out_loss(model, windows, options.batch_size, autocast)
-        history.append({"step": step, "val_loss": val_loss})
+        train_loss = float(np.mean(recent_losses)) if recent_losses else None
+        recent_losses.clear()
+        history.append({"step": step, "val_loss": val_loss, "train_loss": train_loss})
         improved = best is None or val_loss is None or val_loss < best
         if improved:
             best = val_loss if val_loss is not None else best
@@ -412,6 +435,7 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
                 optimizer.step()
                 step += 1
                 last_loss = loss.item()
+                recent_losses.append(last_loss)
                 seconds = time.perf_counter() - began
                 speed = tokens_per_step / seconds if speed is None else 0.9 * speed + 0.1 * tokens_per_step / seconds
                 evaluated = None

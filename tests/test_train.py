@@ -215,3 +215,26 @@ def test_train_command(tmp_path, corpus_file):
     assert load_checkpoint(out).config.n_layer == 1
     both = CliRunner().invoke(group, args[:-1] + ["--minutes", "1"])
     assert isinstance(both.exception, SettingsError)
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path, corpus_file):
+    base = train(options_for(tmp_path, corpus_file, name="base", steps=30, eval_every=30))
+    other = tmp_path / "other.txt"  # new text with a character the base vocabulary lacks
+    other.write_text("alice greets zed. zed says hello to alice.\n" * 60, encoding="utf-8")
+    tuned = train(options_for(tmp_path, other, name="tuned", steps=1, eval_every=1, lr=1e-9, warmup_steps=0,
+                              n_layer=1, n_embd=32, init_from=str(base.out)))
+    before, after = load_checkpoint(base.out), load_checkpoint(tuned.out)
+    assert after.config == before.config  # the base model's shape, whatever the shape options say
+    assert after.tokenizer.chars == before.tokenizer.chars  # and its vocabulary: "z" stays unknown
+    assert "z" not in after.tokenizer.chars
+    for key, tensor in before.tensors.items():  # one step at lr 1e-9: the weights are the base model's
+        assert torch.allclose(after.tensors[key], tensor, atol=1e-6), key
+    learned = train(options_for(tmp_path, other, name="learned", steps=20, eval_every=20, init_from=str(base.out)))
+    assert learned.best_val_loss < tuned.best_val_loss
+
+
+def test_fine_tuning_needs_a_native_model(tmp_path, corpus_file, tiny_model):
+    with pytest.raises(SettingsError, match="fine-tuning needs an ai-writer .safetensors model"):
+        train(options_for(tmp_path, corpus_file, steps=1, init_from=str(tiny_model)))
+    with pytest.raises(ModelFileError, match="no such model file"):
+        train(options_for(tmp_path, corpus_file, steps=1, init_from=str(tmp_path / "missing.safetensors")))

@@ -1,28 +1,57 @@
-"""Choosing a backend at run time.
+"""Choosing a backend at run time, and saying why.
 
-`auto` picks `cuda` when an NVIDIA GPU is usable and the CPU otherwise. The NVIDIA check
-looks for the driver before importing torch, so a machine without one pays nothing for it.
+| backend   | engine                                   | precisions          |
+|-----------|------------------------------------------|---------------------|
+| cuda      | torch on an NVIDIA GPU                   | fp16 (default), bf16, fp32 |
+| dml       | ONNX Runtime, DmlExecutionProvider       | fp16 (default), fp32 |
+| cpu       | ONNX Runtime, CPUExecutionProvider       | fp32 (default), int8 |
+| torch-cpu | torch on the CPU                         | fp32 (default), bf16 |
+
+`auto` picks cuda when an NVIDIA GPU is usable, else dml when onnxruntime-directml offers its
+provider, else cpu (falling back to torch-cpu only when onnxruntime is not installed). The
+NVIDIA check looks for the driver before importing torch, and the provider list comes from
+onnxruntime, so on a machine without an NVIDIA driver choosing never imports torch.
 """
 
 from __future__ import annotations
 
 import ctypes.util
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
-from ..checkpoint import Checkpoint
 from ..errors import BackendError
 
-BACKENDS = ("auto", "torch-cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_THREADS_HELP = "all cores"
+BACKENDS = ("auto", "cuda", "dml", "cpu", "torch-cpu")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+ALLOWED_PRECISIONS = {
+    "cuda": ("fp16", "bf16", "fp32"),
+    "dml": ("fp16", "fp32"),
+    "cpu": ("fp32", "int8"),
+    "torch-cpu": ("fp32", "bf16"),
+}
+ONNX_PROVIDERS = {"dml": ["DmlExecutionProvider", "CPUExecutionProvider"], "cpu": ["CPUExecutionProvider"]}
+INSTALL_HINT = {
+    "cuda": "an NVIDIA GPU with its driver and a CUDA build of torch (pip install torch)",
+    "dml": "Windows with a DirectX 12 GPU and onnxruntime-directml (pip install onnxruntime-directml)",
+    "cpu": "onnxruntime (pip install onnxruntime)",
+    "torch-cpu": "torch (pip install torch)",
+}
 
 
 @dataclass(frozen=True)
 class Choice:
-    backend: str
+    backend: str  # one of BACKENDS but "auto"
     precision: str
-    reason: str
+    reason: str  # why this backend, in words (shown by `ai-writer info`)
+
+    @property
+    def providers(self) -> list[str]:
+        """The ONNX Runtime providers to open a session with, in order of preference."""
+        return list(ONNX_PROVIDERS.get(self.backend, []))
 
 
 def nvidia_driver_present() -> bool:
@@ -35,40 +64,67 @@ def nvidia_driver_present() -> bool:
 
 
 def cuda_usable() -> bool:
-    if not nvidia_driver_present():
+    if not nvidia_driver_present() or importlib.util.find_spec("torch") is None:
         return False
     import torch
 
     return torch.cuda.is_available()
 
 
-def choose(requested: str, precision: str | None, *, cuda_check=cuda_usable) -> Choice:
-    """Resolve `auto` and the default precision, saying why."""
+def onnx_providers() -> list[str] | None:
+    """The execution providers of the installed onnxruntime, or None when it is not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def choose(
+    requested: str,
+    precision: str | None,
+    *,
+    cuda_check: Callable[[], bool] = cuda_usable,
+    providers: Callable[[], Sequence[str] | None] = onnx_providers,
+    has_torch: Callable[[], bool] = torch_installed,
+) -> Choice:
+    """Resolve `auto` and the default precision; raise BackendError naming what to install."""
     if requested not in BACKENDS:
         raise BackendError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
     if precision is not None and precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if requested == "auto":
-        if cuda_check():
-            backend, reason = "cuda", "an NVIDIA GPU is usable"
-        else:
-            backend, reason = "torch-cpu", "no usable NVIDIA GPU"
+        backend, reason = _automatic(cuda_check, providers, has_torch)
     else:
-        backend, reason = requested, "asked for"
-    if backend == "cuda" and not cuda_check():
-        raise BackendError("backend cuda needs an NVIDIA GPU, its driver and a CUDA build of torch; none is usable here")
+        backend, reason = requested, "asked for with --backend"
+        available = {
+            "cuda": cuda_check,
+            "dml": lambda: "DmlExecutionProvider" in (providers() or []),
+            "cpu": lambda: "CPUExecutionProvider" in (providers() or []),
+            "torch-cpu": has_torch,
+        }[backend]
+        if not available():
+            raise BackendError(f"backend {backend} is not available here: it needs {INSTALL_HINT[backend]}")
+    allowed = ALLOWED_PRECISIONS[backend]
     if precision is None:
-        precision = "fp16" if backend == "cuda" else "fp32"
-    if backend == "torch-cpu" and precision == "fp16":
-        raise BackendError("precision fp16 is for GPUs; on the CPU use fp32 or bf16")
+        precision = allowed[0]
+    elif precision not in allowed:
+        raise BackendError(f"precision {precision} does not run on backend {backend}; use {' or '.join(allowed)}")
     return Choice(backend, precision, reason)
 
 
-def open_backend(checkpoint: Checkpoint, choice: Choice, threads: int | None = None):
-    from .torch_backend import TorchBackend
-
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    return TorchBackend(checkpoint, device="cuda" if choice.backend == "cuda" else "cpu", precision=choice.precision)
+def _automatic(cuda_check, providers, has_torch) -> tuple[str, str]:
+    if cuda_check():
+        return "cuda", "an NVIDIA GPU is usable"
+    found = providers()
+    if found is not None and "DmlExecutionProvider" in found:
+        return "dml", "no usable NVIDIA GPU; the DirectML provider is installed"
+    if found is not None and "CPUExecutionProvider" in found:
+        return "cpu", "no usable NVIDIA GPU and no DirectML provider: ONNX Runtime on the CPU"
+    if has_torch():
+        return "torch-cpu", "no usable NVIDIA GPU and onnxruntime is not installed: torch on the CPU"
+    raise BackendError(f"no backend can run here: install {INSTALL_HINT['cpu']} or {INSTALL_HINT['torch-cpu']}")

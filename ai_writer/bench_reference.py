@@ -1,6 +1,9 @@
-"""Speed reference: the official `rwkv` pip package (RWKV-7, CPU, fp32).
+"""Speed reference: the official `rwkv` pip package (RWKV-7, CPU, fp32), measured like `ai-writer bench`.
 
-    python benchmarks/rwkv_package_bench.py --model PATH.pth [--threads 2]
+`ai-writer bench --reference` runs this in its own process (the package reads its settings from
+the environment at import time); it needs `pip install rwkv torch` (the `[dev]` extra has both).
+
+    python -m ai_writer.bench_reference --model PATH.pth [--threads 2]
         [--decode-tokens 128] [--prefill-tokens 2000] [--repeats 5]
 
 Prints one JSON object per line to stdout, one per figure:
@@ -18,10 +21,6 @@ os.environ["RWKV_V7_ON"] = "1"
 os.environ["RWKV_JIT_ON"] = "1"
 os.environ["RWKV_CUDA_ON"] = "0"
 os.environ.pop("RWKV_DE_VERSION", None)
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402

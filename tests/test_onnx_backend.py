@@ -1,0 +1,150 @@
+"""The ONNX Runtime backend as users meet it: chosen by auto, exported once into the cache, never
+importing torch, agreeing with torch, and one-line errors for a bad or mismatched .onnx."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ai_writer.loading import default_model_path, load_model
+from ai_writer.errors import ModelFileError
+from ai_writer.onnx_files import export_model, export_name, fingerprint
+
+ROOT = Path(__file__).resolve().parent.parent
+OPENING = "林黛玉笑道：“你们在说什么？”\n"
+
+
+def cli(*args, stdin: str = OPENING, env_extra: dict | None = None, code: str | None = None):
+    env = {k: v for k, v in os.environ.items() if k != "AI_WRITER_MODEL"}
+    env.update(env_extra or {})
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "ai_writer", *args]
+    return subprocess.run(command, input=stdin.encode(), capture_output=True, cwd=ROOT, env=env, timeout=240)
+
+
+def test_cpu_path_never_imports_torch(tmp_path):
+    """The default model from a fresh user folder: exported on first use, then run, all without torch."""
+    watcher = (
+        "import sys\n"
+        "from ai_writer.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "finally:\n"
+        "    sys.stderr.write('\\nTORCH_IMPORTED=%s\\n' % ('torch' in sys.modules))\n"
+    )
+    for attempt in ("first use", "cached"):
+        result = cli("continue", "--len", "20", "--seed", "1", code=watcher,
+                     env_extra={"XDG_CONFIG_HOME": str(tmp_path)})
+        stderr = result.stderr.decode()
+        assert result.returncode == 0, stderr
+        assert "TORCH_IMPORTED=False" in stderr, attempt
+        assert "backend cpu fp32" in stderr
+        assert ("exporting default.safetensors to ONNX" in stderr) == (attempt == "first use")
+        assert len(result.stdout.decode()) == 20
+    assert list((tmp_path / "ai-writer" / "onnx-cache").glob("*-fp32.onnx"))
+
+
+def run_both_ways(backend, prompt):
+    """Logits after a prefill of `prompt`, then after each of three single steps."""
+    logits, state = backend.forward(prompt, backend.zero_state(1))
+    results = [logits]
+    for token in (3, 7, 11):
+        logits, state = backend.forward([[token]], state)
+        results.append(logits)
+    return results
+
+
+def test_onnx_and_torch_backends_agree(tiny_model, tmp_path):
+    onnx = load_model(tiny_model, backend="cpu", onnx_cache=tmp_path, threads=1)
+    torch_ = load_model(tiny_model, backend="torch-cpu")
+    assert onnx.runs is not None and onnx.runs.parent == tmp_path
+    prompt = [[int(t) for t in np.random.default_rng(0).integers(0, 50, 45)]]
+    for a, b in zip(run_both_ways(onnx.backend, prompt), run_both_ways(torch_.backend, prompt)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+
+
+def test_onnx_state_rows_are_independent_copies(tiny_model, tmp_path):
+    backend = load_model(tiny_model, backend="cpu", onnx_cache=tmp_path, threads=1).backend
+    _, state = backend.forward([[1, 2, 3], [4, 5, 6]], backend.zero_state(2))
+    kept = [t.copy() for t in (state.att_shift, state.wkv, state.ffn_shift)]
+    picked = state.select([1, 1, 0])
+    assert picked.batch_size == 3
+    np.testing.assert_array_equal(picked.wkv[:, 0], state.wkv[:, 1])
+    single, _ = backend.forward([[9]], state.select([1]))
+    batch, _ = backend.forward([[9], [9], [9]], picked)
+    np.testing.assert_allclose(batch[0], single[0], atol=1e-5)
+    for before, after in zip(kept, (state.att_shift, state.wkv, state.ffn_shift)):
+        np.testing.assert_array_equal(before, after)  # running never changed the given state
+
+
+def test_an_export_beside_the_model_is_used(tiny_model, tmp_path):
+    model = tmp_path / "m.pth"
+    shutil.copy(tiny_model, model)
+    shutil.copy(tiny_model.with_suffix(".json"), tmp_path / "m.json")
+    result = cli("export", "onnx", str(model), "--precision", "fp32")
+    assert result.returncode == 0, result.stderr.decode()
+    assert export_name(model, "fp32").is_file()
+    loaded = load_model(model, backend="cpu", onnx_cache=tmp_path / "cache")
+    assert loaded.runs == tmp_path / "m.onnx"
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_mismatched_export_is_refused(tiny_model, tmp_path):
+    other = tmp_path / "other.pth"
+    from rwkv7_factory import write_random_rwkv7
+
+    write_random_rwkv7(other, n_layer=2, n_embd=64, head_size=32, vocab_size=50, seed=99)
+    shutil.copy(tiny_model.with_suffix(".json"), tmp_path / "other.json")
+    export_model(tiny_model, tmp_path / "other.onnx", "fp32")  # the wrong model's export, beside it
+    result = cli("continue", "--model", str(other), "--backend", "cpu", "--len", "5")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        f"Error: {tmp_path / 'other.onnx'}: this ONNX file was not exported from {other}; re-export it with "
+        f"`ai-writer export onnx {other}` or remove it"
+    ]
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx file at all", b"\x08\x07" * 100])
+def test_a_corrupt_onnx_file_is_one_line(tmp_path, content):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    result = cli("continue", "--model", str(bad), "--len", "5")
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {bad}: cannot load the ONNX model")
+
+
+def test_an_onnx_file_runs_directly_and_carries_its_vocabulary(tmp_path):
+    default = default_model_path()
+    out = tmp_path / "d.onnx"
+    export_model(default, out, "fp32")
+    loaded = load_model(out, threads=1)
+    assert loaded.choice.backend == "cpu"
+    assert loaded.tokenizer is not None and loaded.tokenizer.vocab_size == loaded.config.vocab_size
+    with pytest.raises(ModelFileError, match="runs on the cpu or dml backend"):
+        load_model(out, backend="torch-cpu")
+
+
+def test_fingerprint_follows_the_content_not_the_name(tiny_model, tmp_path):
+    copy = tmp_path / "copy.pth"
+    shutil.copy(tiny_model, copy)
+    assert fingerprint(copy) == fingerprint(tiny_model)
+    data = bytearray(copy.read_bytes())
+    data[-200] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    assert fingerprint(copy) != fingerprint(tiny_model)
+
+
+def test_info_reports_the_choice(tiny_model):
+    result = cli("info", "--model", str(tiny_model), "--backend", "cpu", "--threads", "1")
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    assert "backend" in out and "cpu (asked for with --backend)" in out
+    assert "CPUExecutionProvider" in out
+    assert "L2-D64" in out
