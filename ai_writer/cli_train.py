@@ -46,7 +46,8 @@ def default_cache_dir() -> Path:
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=250, show_default=True,
               help="Write OUT.train.pt every N steps (0: only at the end and on Ctrl-C).")
 @click.option("--resume", is_flag=True,
-              help="Continue the run saved in OUT.train.pt, with the settings stored there.")
+              help="Continue the run saved in OUT.train.pt, with the settings stored there (--steps there sets a "
+                   "new length for the run).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the weights and of the order of the training windows.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)

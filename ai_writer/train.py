@@ -320,9 +320,10 @@ def train(options: TrainOptions, progress: TrainProgress | None = None) -> Train
 def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
     started = time.perf_counter()
     ckpt_path = checkpoint_path(options.out)
-    saved = None
+    saved, new_total = None, None
     if options.resume:
         saved = load_training_checkpoint(ckpt_path)
+        new_total = options.steps  # --steps with --resume: a new length for the run, the schedule follows it
         options = _resumed_options(saved, options, ckpt_path)
     elif ckpt_path.exists():
         raise SettingsError(f"{ckpt_path} exists: resume that run, or remove the file to start a new one")
@@ -365,6 +366,12 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
             torch.set_rng_state(saved["torch_rng"])
             step, total, best, history = saved["step"], saved["total_steps"], saved["best_val_loss"], saved["history"]
             recent_losses = list(saved.get("recent_losses", []))
+            if new_total is not None and new_total != total:
+                if new_total <= step:
+                    raise SettingsError(f"--steps {new_total}: this run has already done {step} steps")
+                progress.message(f"the run's length changes from {total} to {new_total} steps; the learning rate "
+                                 "follows the new schedule from here")
+                total = new_total
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelFileError(f"{ckpt_path}: the training checkpoint is damaged ({first_line})") from None

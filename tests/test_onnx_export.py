@@ -160,7 +160,8 @@ def test_int8_picks_the_same_characters_as_fp32(default_model):
     for good: that measures ties, not int8, so the comparison is on fp32's path.)"""
     tokenizer, backend, fp32, int8 = default_model
     prompt = [[tokenizer.newline_id] + tokenizer.encode(OPENING[:60])]
-    (logits, state), (q_logits, q_state) = run(fp32, prompt, backend.zero_state(1)), run(int8, prompt, backend.zero_state(1))
+    logits, state = run(fp32, prompt, backend.zero_state(1))
+    q_logits, q_state = run(int8, prompt, backend.zero_state(1))
     agree = 0
     for _ in range(100):
         choice = int(logits[0].argmax())
@@ -265,9 +266,9 @@ def test_graph_contract(tiny, tmp_path, tiny_model):
         "logits": ["batch", 50], "new_att_shift": [2, "batch", 64], "new_wkv": [2, "batch", 2, 32, 32],
         "new_ffn_shift": [2, "batch", 64]}
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    checkpoint = load_checkpoint(tiny_model)  # ln0 is folded into the embedding: the graph starts with a Gather
-    emb = torch.nn.functional.layer_norm(checkpoint.tensors["emb.weight"], (64,), checkpoint.tensors["blocks.0.ln0.weight"],
-                                         checkpoint.tensors["blocks.0.ln0.bias"])
+    tensors = load_checkpoint(tiny_model).tensors  # ln0 is folded into the embedding: the graph starts with a Gather
+    emb = torch.nn.functional.layer_norm(tensors["emb.weight"], (64,), tensors["blocks.0.ln0.weight"],
+                                         tensors["blocks.0.ln0.bias"])
     np.testing.assert_allclose(weights["emb"], emb.numpy(), atol=1e-5)
     assert not any("ln0" in name for name in weights)
     assert (onnx_graph.DECAY_SCALE, onnx_graph.GROUP_NORM_EPS) == (rwkv7.DECAY_SCALE, rwkv7.GROUP_NORM_EPS)
@@ -342,8 +343,8 @@ def test_bf16_native_files_are_widened_exactly(tmp_path, tiny_model, one_torch_t
         np.testing.assert_array_equal(tensors[key], tensor.float().numpy())
     backend = TorchBackend(checkpoint)
     sess = session(onnx_export.export_native(tmp_path / "m.safetensors", tmp_path / "m.onnx"))
-    tokens = np.array([[1, 2, 3, 4, 5, 6, 7]])
-    assert max_diff(run(sess, tokens, backend.zero_state(1)), backend.forward(tokens, backend.zero_state(1))) < TOLERANCE
+    tokens, start = np.array([[1, 2, 3, 4, 5, 6, 7]]), backend.zero_state(1)
+    assert max_diff(run(sess, tokens, start), backend.forward(tokens, start)) < TOLERANCE
 
 
 def test_export_native_never_imports_torch(tmp_path, tiny_model):
@@ -353,7 +354,8 @@ def test_export_native_never_imports_torch(tmp_path, tiny_model):
         sys.modules["torch"] = None  # any import of torch now fails
         from ai_writer import onnx_export
         for precision in ("fp32", "int8"):
-            onnx_export.export_native({str(tmp_path / "m.safetensors")!r}, {str(tmp_path)!r} + f"/m.{{precision}}.onnx", precision)
+            onnx_export.export_native({str(tmp_path / "m.safetensors")!r}, {str(tmp_path)!r} + f"/m.{{precision}}.onnx",
+                                      precision)
         print(onnx_export.read_onnx_metadata({str(tmp_path / "m.fp32.onnx")!r})["precision"])
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

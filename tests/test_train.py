@@ -120,6 +120,16 @@ def test_interrupted_and_resumed_run_ends_identical(tmp_path, corpus_file, how):
         assert torch.equal(tensor, best_b.tensors[key]), key
 
 
+def test_a_resumed_run_can_be_given_a_new_length(tmp_path, corpus_file):
+    options = options_for(tmp_path, corpus_file, steps=30, eval_every=0, checkpoint_every=0)
+    train(options, StopAt(12, "exception"))
+    with pytest.raises(SettingsError, match="--steps 12: this run has already done 12 steps"):
+        train(dataclasses.replace(options, resume=True, steps=12))
+    shorter = train(dataclasses.replace(options, resume=True, steps=20))
+    assert (shorter.step, shorter.total_steps) == (20, 20)
+    assert lr_at(19, 20, options) < lr_at(19, 30, options)  # the decay follows the new length
+
+
 def test_bf16_autocast_trains(tmp_path, corpus_file):
     result = train(options_for(tmp_path, corpus_file, dtype="bf16", steps=6, eval_every=3))
     assert all(math.isfinite(h["val_loss"]) for h in result.history)
