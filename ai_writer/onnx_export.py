@@ -52,22 +52,22 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from .backends.onnx_backend import ONNX_FORMAT as FORMAT
+from .checkpoint import NATIVE_FORMAT  # torch-free: torch is imported only for .pth files
 from .config import ModelConfig
 from .errors import ModelFileError, SettingsError
 
-FORMAT = "ai-writer-onnx-1"
-from .checkpoint import NATIVE_FORMAT  # noqa: E402 (torch-free: checkpoint imports torch only to read .pth)
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_INLINE_BYTES = 2_000_000_000  # protobuf's limit is 2 GiB: bigger models keep their weights beside the file
 
 
 def export_onnx(weights: Mapping[str, np.ndarray], config: ModelConfig, out: str | os.PathLike, *,
                 precision: str = "fp32", metadata: Mapping[str, str] | None = None,
-                source_name: str = "weights") -> Path:
+                source_name: str = "weights", on_start: Callable[[], None] | None = None) -> Path:
     """Write the ONNX export of a model given as standard RWKV-7 tensors (numpy, as stored).
 
     `metadata` adds string entries (vocab, unknown_char, source) to the file's metadata_props;
@@ -83,6 +83,8 @@ def export_onnx(weights: Mapping[str, np.ndarray], config: ModelConfig, out: str
         reason = "no such folder" if not folder.exists() else "not a folder" if not folder.is_dir() else "not writable"
         raise ModelFileError(f"{folder}: cannot write the ONNX export there ({reason})")
     _check_weights(weights, config, source_name)
+    if on_start is not None:
+        on_start()  # the weights are good: the (slower) graph building and writing begin
     model = onnx_graph.build_model(onnx_graph.prepare_weights(weights, config), config, fp16=precision == "fp16")
     entries = {**(metadata or {}), "ai_writer_format": FORMAT, "config": config.to_json(), "precision": precision}
     for key, value in entries.items():
@@ -92,7 +94,7 @@ def export_onnx(weights: Mapping[str, np.ndarray], config: ModelConfig, out: str
 
 
 def export_native(model_path: str | os.PathLike, out: str | os.PathLike, precision: str = "fp32", *,
-                  source: str | None = None) -> Path:
+                  source: str | None = None, on_start: Callable[[], None] | None = None) -> Path:
     """Export a native `.safetensors` model (or any RWKV-7 safetensors file) without torch.
 
     `source` is the fingerprint stored in the metadata; by default `describe_file(model_path)`.
@@ -105,18 +107,19 @@ def export_native(model_path: str | os.PathLike, out: str | os.PathLike, precisi
         metadata.update({key: stored[key] for key in ("vocab", "unknown_char") if key in stored})
     else:
         config = ModelConfig.from_tensors({k: t.shape for k, t in tensors.items()}, str(model_path))
-    return export_onnx(tensors, config, out, precision=precision, metadata=metadata, source_name=str(model_path))
+    return export_onnx(tensors, config, out, precision=precision, metadata=metadata, source_name=str(model_path),
+                       on_start=on_start)
 
 
 def export_checkpoint(checkpoint: Any, out: str | os.PathLike, precision: str = "fp32", *,
-                      source: str | None = None) -> Path:
+                      source: str | None = None, on_start: Callable[[], None] | None = None) -> Path:
     """Export a checkpoint.Checkpoint (its tensors are torch tensors: a `.pth` file, say)."""
     tensors = {key: t.detach().float().cpu().numpy() for key, t in checkpoint.tensors.items()}
     metadata = {"source": source if source is not None else describe_file(checkpoint.path)}
     if checkpoint.tokenizer is not None:
         metadata.update(vocab=checkpoint.tokenizer.to_json(), unknown_char=checkpoint.tokenizer.unknown_char)
     return export_onnx(tensors, checkpoint.config, out, precision=precision, metadata=metadata,
-                       source_name=str(checkpoint.path))
+                       source_name=str(checkpoint.path), on_start=on_start)
 
 
 def describe_file(path: str | os.PathLike) -> str:

@@ -64,25 +64,29 @@ def onnx_for(
     folder = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "ai-writer-onnx"
     cached = folder / f"{source}-{precision}.onnx"
     if not cached.is_file():
-        notify(f"exporting {model_path.name} to ONNX ({precision}) once; kept in {folder}")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ModelFileError(f"{folder}: cannot create the ONNX cache folder ({exc.strerror})") from None
-        export_model(model_path, cached, precision, source)
+        export_model(model_path, cached, precision, source,
+                     on_start=lambda: notify(f"exporting {model_path.name} to ONNX ({precision}) once; kept in {folder}"))
     return cached, source
 
 
-def export_model(model_path: Path, out: Path, precision: str, source: str | None = None) -> Path:
-    """Export a model file to ONNX: a native .safetensors without torch, a .pth through torch."""
+def export_model(model_path: Path, out: Path, precision: str, source: str | None = None,
+                 on_start: Callable[[], None] | None = None) -> Path:
+    """Export a model file to ONNX: a native .safetensors without torch, a .pth through torch.
+
+    `on_start` is called once the weights have been read and checked, before the export proper."""
     from . import onnx_export
 
     source = source or fingerprint(model_path)
     if _is_safetensors(model_path):
-        return onnx_export.export_native(model_path, out, precision=precision, source=source)
+        return onnx_export.export_native(model_path, out, precision=precision, source=source, on_start=on_start)
     from .checkpoint import load_checkpoint
 
-    return onnx_export.export_checkpoint(load_checkpoint(model_path), out, precision=precision, source=source)
+    return onnx_export.export_checkpoint(load_checkpoint(model_path), out, precision=precision, source=source,
+                                         on_start=on_start)
 
 
 def _is_safetensors(path: Path) -> bool:

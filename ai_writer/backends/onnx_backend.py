@@ -53,9 +53,14 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+        options.inter_op_num_threads = 1
         if threads is not None:
             options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        # Spin-waiting threads answer fastest when the cores are free, and halve the speed when
+        # another program is busy (benchmarks/RESULTS.md, thread choice). By default the threads
+        # sleep when idle; threads asked for explicitly (--threads) spin, as their cores are meant
+        # for this.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if threads is not None else "0")
         if backend == "dml":  # DirectML needs these two (onnxruntime-directml's documented requirements)
             options.enable_mem_pattern = False
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

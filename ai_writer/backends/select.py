@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 from ..errors import BackendError
 
-DEFAULT_THREADS_HELP = "all cores"
+DEFAULT_THREADS_HELP = "all cores (on the cpu backend they sleep when idle, so a busy machine slows writing less)"
 BACKENDS = ("auto", "cuda", "dml", "cpu", "torch-cpu")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 ALLOWED_PRECISIONS = {
