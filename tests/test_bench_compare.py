@@ -1,0 +1,49 @@
+"""`ai-writer bench --compare`: several configurations and the rwkv package side by side in one run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ai_writer.bench_compare import parse_configs, stream_read_gbps, weight_bytes_per_token
+from ai_writer.config import ModelConfig
+from ai_writer.errors import SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_configurations_are_parsed():
+    assert parse_configs("cpu:fp32, cpu:int8,torch-cpu") == [("cpu", "fp32"), ("cpu", "int8"), ("torch-cpu", None)]
+    with pytest.raises(SettingsError):
+        parse_configs(" , ")
+
+
+def test_weight_bytes_follow_the_precision():
+    config = ModelConfig(vocab_size=8849, n_layer=12, n_embd=768, head_size=64, ffn_dim=3072, dim_w=64, dim_a=64,
+                         dim_v=32, dim_g=128)
+    fp32 = weight_bytes_per_token(config, "fp32")
+    # the projections (4 C^2 + 2 C F per layer) and the head dominate; the low-rank matrices add ~6 %
+    big = 12 * (4 * 768 * 768 + 2 * 768 * 3072) + 8849 * 768
+    assert big * 4 < fp32 < big * 4 * 1.08
+    assert big < weight_bytes_per_token(config, "int8") < big * 1.2
+
+
+def test_bandwidth_is_measured():
+    assert stream_read_gbps(1, megabytes=64, repeats=2) > 0.5
+
+
+def test_compare_prints_a_table_with_the_reference(tiny_model):
+    result = subprocess.run(
+        [sys.executable, "-m", "ai_writer", "bench", "--model", str(tiny_model), "--threads", "1",
+         "--compare", "cpu:fp32,torch-cpu", "--reference", "--rounds", "1", "--decode-tokens", "4",
+         "--prefill-tokens", "8", "--repeats", "1", "--bandwidth"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env=os.environ.copy(),
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| ai-writer cpu fp32", "| ai-writer torch-cpu (default)",
+                                                        "| rwkv-package fp32"]
+    assert rows[-1].split(" | ")[2] == "1.00x"  # the package against itself
+    assert "GB/s" in result.stderr
