@@ -28,7 +28,7 @@ setup(
     extras_require={
         # the test environment: the official rwkv package is the correctness oracle;
         # torch is pinned to the CPU build the CI machine holds
-        "dev": ["pytest>=7", "rwkv==0.8.32", "torch==2.13.0"],
+        "dev": ["pytest>=7", "pexpect>=4.8", "rwkv==0.8.32", "torch==2.13.0"],
     },
     entry_points={"console_scripts": ["ai-writer=ai_writer.cli:main"]},
 )

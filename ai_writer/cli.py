@@ -19,6 +19,7 @@ from .cli_options import EXIT_ERROR, model_options, open_model, sampling_options
 from .cli_model import export_group, info_command
 from .cli_train import eval_command, train_command
 from .errors import AiWriterError, InputTextError
+from .repl import repl_command
 from .sampler import SamplerSettings
 
 
@@ -204,6 +205,7 @@ cli.add_command(train_command)
 cli.add_command(eval_command)
 cli.add_command(info_command)
 cli.add_command(export_group)
+cli.add_command(repl_command)
 
 
 def _settings(sampling: dict) -> SamplerSettings:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -83,6 +84,8 @@ def _score(model, tokenizer: CharTokenizer, text: str, segment_len: int) -> Eval
 
 
 def _module_of(model):
+    if "torch" not in sys.modules:
+        return None  # an ONNX Runtime backend: no torch module inside, and no reason to import torch
     from .rwkv7 import RWKV7
 
     if isinstance(model, RWKV7):
