@@ -4,7 +4,8 @@ For a model file M (.safetensors or .pth) and a precision P, in this order:
 1. M itself when it is an `.onnx` file;
 2. the export beside it: `M.onnx` for fp32, `M.P.onnx` otherwise (what `ai-writer export onnx`
    writes); it must have been exported from this very model, or loading stops with an error;
-3. the cache folder: `<fingerprint>-P.onnx`, exported there atomically on first use.
+3. the cache folder: `<fingerprint>-P-v<EXPORT_VERSION>.onnx`, exported there atomically on
+   first use (a new version of the exporter makes new files, never reuses old ones).
 
 A model's fingerprint reads its header and a few spread-out blocks of its bytes: cheap for a
 file of gigabytes, stable when the file is copied, different when it is retrained.
@@ -20,6 +21,7 @@ from typing import Callable
 
 from .errors import ModelFileError
 
+EXPORT_VERSION = 2  # part of the cache file names: bump it when the exported graph changes
 SAMPLED_BLOCKS = 16
 BLOCK_BYTES = 65536
 
@@ -62,7 +64,7 @@ def onnx_for(
     if beside.is_file():
         return beside, source
     folder = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "ai-writer-onnx"
-    cached = folder / f"{source}-{precision}.onnx"
+    cached = folder / f"{source}-{precision}-v{EXPORT_VERSION}.onnx"
     if not cached.is_file():
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def test_cpu_path_never_imports_torch(tmp_path):
         assert "backend cpu fp32" in stderr
         assert ("exporting default.safetensors to ONNX" in stderr) == (attempt == "first use")
         assert len(result.stdout.decode()) == 20
-    assert list((tmp_path / "ai-writer" / "onnx-cache").glob("*-fp32.onnx"))
+    assert list((tmp_path / "ai-writer" / "onnx-cache").glob("*-fp32-v*.onnx"))
 
 
 def run_both_ways(backend, prompt):
