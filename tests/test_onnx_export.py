@@ -216,15 +216,13 @@ def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
     model = onnx.load(path)
     prefill = next(attr.g for node in model.graph.node if node.op_type == "If" for attr in node.attribute
                    if attr.name == "then_branch")
-    # per layer r, k, v, output and the FFN pair, plus the head; the prefill skips the last FFN and the head
-    for graph, expected in ((model.graph, 2 * 6 + 1), (prefill, 2 * 6 - 2)):
-        ops = [n.op_type for n in graph.node]
+    for graph, expected in ((model.graph, 2 * 6), (prefill, 2 * 6 - 2)):  # r, k, v, output, FFN pair; the
+        ops = [n.op_type for n in graph.node]  # prefill skips the last FFN (no logits)
         assert ops.count("MatMulInteger") == expected
     kept = {n.name for graph in (model.graph, prefill) for n in graph.node if n.op_type == "MatMul"}
-    assert "head.matmul" not in kept and "prefix/blocks.1.att.w1.matmul" in kept
+    assert "head.matmul" in kept and "prefix/blocks.1.att.w1.matmul" in kept
     types = {t.name: t.data_type for t in model.graph.initializer}
-    assert types["emb"] == onnx.TensorProto.FLOAT
-    assert types["head_quantized"] == onnx.TensorProto.UINT8
+    assert types["emb"] == types["head"] == onnx.TensorProto.FLOAT
     assert types["blocks.0.att.receptance_quantized"] == onnx.TensorProto.UINT8
     assert "blocks.0.att.receptance" not in types  # one quantized copy serves both forms
 
