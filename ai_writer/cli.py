@@ -73,7 +73,7 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
     if not opening.strip():
         raise InputTextError(f"{_name(file)}: the opening is empty; give some text to continue")
     context = opening if raw else clean_opening(opening)
-    loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
+    loaded = open_model(model, vocab, unknown_char, backend, precision, threads, quiet=quiet)
     seed = secrets.randbelow(2**31) if seed is None else seed
     status = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     status(f"ai-writer: {loaded.describe()}; seed {seed}")

@@ -84,7 +84,8 @@ def sampling_options(command):
     return command
 
 
-def open_model(model, vocab, unknown_char, backend, precision, threads, need_vocab: bool = True):
+def open_model(model, vocab, unknown_char, backend, precision, threads, need_vocab: bool = True,
+               quiet: bool = False):
     """Open the model the options name: --model, $AI_WRITER_MODEL (click fills it in), else the shipped one."""
     from .loading import default_model_path, load_model
 
@@ -96,7 +97,8 @@ def open_model(model, vocab, unknown_char, backend, precision, threads, need_voc
         raise CliError(f"--unknown-char must be one character, got {unknown_char!r}")
     return load_model(model, vocab_path=vocab, unknown_char=unknown_char, backend=backend, precision=precision,
                       threads=threads, need_vocab=need_vocab, onnx_cache=onnx_cache_dir(),
-                      notify=lambda message: click.echo(f"ai-writer: {message}", err=True))
+                      notify=(lambda message: None) if quiet else (lambda message: click.echo(f"ai-writer: {message}",
+                                                                                               err=True)))
 
 
 def onnx_cache_dir() -> Path:

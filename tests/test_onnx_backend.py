@@ -148,3 +148,11 @@ def test_info_reports_the_choice(tiny_model):
     assert "backend" in out and "cpu (asked for with --backend)" in out
     assert "CPUExecutionProvider" in out
     assert "L2-D64" in out
+
+
+def test_quiet_continue_prints_no_export_notice(tiny_model, tmp_path):
+    result = cli("continue", "--model", str(tiny_model), "--len", "5", "-q",
+                 env_extra={"XDG_CONFIG_HOME": str(tmp_path)})  # a fresh user folder: the export happens here
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr == b""
+    assert list((tmp_path / "ai-writer" / "onnx-cache").glob("*.onnx"))
