@@ -29,7 +29,8 @@ REFERENCE = "rwkv-package"
 
 @dataclass
 class Series:
-    label: str  # "cpu fp32", "rwkv-package fp32", ...
+    label: str  # "ai-writer cpu fp32", "rwkv-package fp32", ...
+    precision: str  # what the bandwidth bound counts the weights in
     command: list[str]
     values: dict[str, list[float]] = field(default_factory=lambda: {f: [] for f in FIGURES})
 
@@ -98,9 +99,9 @@ def compare(model: Path, configs: list[tuple[str, str | None]], *, reference: bo
         command = [sys.executable, "-m", "ai_writer", "bench", "--model", str(model), "--backend", backend, *common]
         if precision:
             command += ["--precision", precision]
-        series.append(Series(f"ai-writer {backend} {precision or '(default)'}", command))
+        series.append(Series(f"ai-writer {backend} {precision or '(default)'}", precision or "fp32", command))
     if reference:
-        series.append(Series(f"{REFERENCE} fp32", [sys.executable, "-m", "ai_writer.bench_reference", "--model",
+        series.append(Series(f"{REFERENCE} fp32", "fp32", [sys.executable, "-m", "ai_writer.bench_reference", "--model",
                                                     str(model), *common]))
     for round_index in range(rounds):
         for item in series:
@@ -124,9 +125,7 @@ def table(series: list[Series], *, config: ModelConfig | None, bandwidth_gbps: f
             cells.append(f"{s.median(figure) / reference.median(figure):.2f}x" if reference else "")
         cells.append(f"{s.median('peak_rss_mb'):.0f}")
         if bandwidth_gbps and config is not None:
-            precision = s.label.split()[-1]
-            precision = "fp32" if precision not in ("fp32", "fp16", "bf16", "int8") else precision
-            bound = bandwidth_gbps * 1e9 / weight_bytes_per_token(config, precision)
+            bound = bandwidth_gbps * 1e9 / weight_bytes_per_token(config, s.precision)
             cells.append(f"{s.median('decode_tokens_per_s') / bound:.0%} of {bound:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

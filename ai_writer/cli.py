@@ -7,6 +7,7 @@ come back as one line on stderr and exit code 2.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import time
@@ -180,22 +181,19 @@ def bench_command(model, vocab, unknown_char, backend, precision, threads, decod
 
 
 def _bench_compare(model, configs, reference, bandwidth, threads, rounds, decode_tokens, prefill_tokens, repeats):
-    import os
-
     from .bench_compare import compare, parse_configs, stream_read_gbps, table
     from .loading import default_model_path
 
     model = model or default_model_path()
-    threads = threads or os.cpu_count() or 1
+    threads = threads or os.cpu_count() or 1  # the subprocesses get an explicit count, like the package
     series = compare(Path(model), parse_configs(configs), reference=reference, threads=threads, rounds=rounds,
                      decode_tokens=decode_tokens, prefill_tokens=prefill_tokens, repeats=repeats,
                      log=lambda line: click.echo(line, err=True))
-    gbps = stream_read_gbps(threads) if bandwidth else None
-    config = None
+    gbps, config = None, None
     if bandwidth:
         from .checkpoint import load_checkpoint
 
-        config = load_checkpoint(model).config
+        gbps, config = stream_read_gbps(threads), load_checkpoint(model).config
         click.echo(f"streaming read bandwidth, {threads} threads: {gbps:.1f} GB/s", err=True)
     click.echo(f"{Path(model).name}, {threads} threads, medians of {rounds} rounds (min-max):")
     click.echo(table(series, config=config, bandwidth_gbps=gbps))
