@@ -18,6 +18,7 @@ import click
 from . import __version__
 from .cli_options import EXIT_ERROR, model_options, open_model, sampling_options
 from .cli_model import export_group, info_command
+from .cli_serve import serve_command
 from .cli_train import eval_command, train_command
 from .errors import AiWriterError, InputTextError
 from .repl import repl_command
@@ -204,6 +205,7 @@ cli.add_command(eval_command)
 cli.add_command(info_command)
 cli.add_command(export_group)
 cli.add_command(repl_command)
+cli.add_command(serve_command)
 
 
 def _settings(sampling: dict) -> SamplerSettings:

@@ -54,6 +54,11 @@ class RWKV7State:
         """n copies of a single-row state, as a batch of n rows."""
         return self.select([0] * n)
 
+    def concat(self, other: "RWKV7State") -> "RWKV7State":
+        """One batch: this state's rows, then the other's."""
+        return RWKV7State(*(torch.cat([a, b], dim=1) for a, b in zip(
+            (self.att_shift, self.wkv, self.ffn_shift), (other.att_shift, other.wkv, other.ffn_shift))))
+
     def clone(self) -> "RWKV7State":
         return RWKV7State(self.att_shift.clone(), self.wkv.clone(), self.ffn_shift.clone())
 

@@ -21,6 +21,9 @@ class State(Protocol):
     def repeat(self, n: int) -> "State":
         """n copies of a single-row state."""
 
+    # Optional: `concat(other) -> State`, this state's rows then the other's. The server batches
+    # separate requests together only when the backend's states have it.
+
 
 class Backend(Protocol):
     name: str  # e.g. "torch-cpu", "cuda"

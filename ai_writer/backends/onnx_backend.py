@@ -43,6 +43,11 @@ class OnnxState:
     def repeat(self, n: int) -> "OnnxState":
         return self.select([0] * n)
 
+    def concat(self, other: "OnnxState") -> "OnnxState":
+        """One batch: this state's rows, then the other's."""
+        return OnnxState(*(np.concatenate([a, b], axis=1) for a, b in zip(
+            (self.att_shift, self.wkv, self.ffn_shift), (other.att_shift, other.wkv, other.ffn_shift))))
+
 
 class OnnxBackend:
     def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None):
