@@ -31,24 +31,21 @@ prefill pays one step form at its end.
 
 Precisions: `fp32`; `fp16` (weights and activations fp16 for GPU providers, the decay and
 the wkv recurrence in fp32, inputs and outputs float32; it runs on the CPU too, slowly, through
-casts ONNX Runtime inserts); `int8`: onnxruntime's quantize_dynamic of the fp32 graph, MatMuls
-inside the If included, per output column, uint8 weights (u8u8 has no int16 saturation on CPUs
-without VNNI, unlike u8s8). The embedding (a Gather), the low-rank matrices and the head stay
-float: see INT8_FLOAT_WEIGHTS (quantizing the head too was no faster on a random L12-D768 in a
-paired comparison, 95 against 91 tokens/s within this machine's noise, and risks more near-tie
-flips). On the first model/default.safetensors int8 scores 5.7138 bits per
-character on the held-out split against 5.7133 for fp32 (+0.01 %), its top character agrees
-with fp32's at 98-100 of 100 positions along fp32's greedy continuation (13 openings), and it
-decodes 1.6x as fast as fp32 on one thread (also on the random L12-D768). Left to run greedily
-on their own, int8 and fp32 part at a near tie before character 90 after 6 of those 13
-openings; fp16 does so too, after 1 of 10: that figure measures ties more than int8.
+casts ONNX Runtime inserts); `int8`: the projection and FFN matrices as ONNX Runtime's
+MatMulNBits with 8-bit weights, one scale per block of 32 inputs (see `_quantize`), MatMuls
+inside the If included. The embedding (a Gather), the low-rank matrices and the head stay
+float: see INT8_FLOAT_WEIGHTS (the head decides near ties; quantizing it was no faster in a
+paired comparison on a random L12-D768). The first int8 export (quantize_dynamic's
+MatMulInteger, per column) decoded 1.6x as fast as fp32 on one thread; MatMulNBits reads the
+same bytes in one kernel without the separate activation-quantization nodes (measured in
+benchmarks/RESULTS.md, runtime backends). Agreement with fp32 on the shipped model is tested
+(tests/test_onnx_export.py): top character along fp32's greedy path, and held-out bits per
+character within 3 %.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import shutil
 import struct
@@ -62,6 +59,7 @@ from .backends.onnx_backend import ONNX_FORMAT as FORMAT
 from .checkpoint import NATIVE_FORMAT  # torch-free: torch is imported only for .pth files
 from .config import ModelConfig
 from .errors import ModelFileError, SettingsError
+from .model_version import NAMES
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_INLINE_BYTES = 2_000_000_000  # protobuf's limit is 2 GiB: bigger models keep their weights beside the file
@@ -70,12 +68,15 @@ MAX_INLINE_BYTES = 2_000_000_000  # protobuf's limit is 2 GiB: bigger models kee
 def export_onnx(weights: Mapping[str, np.ndarray], config: ModelConfig, out: str | os.PathLike, *,
                 precision: str = "fp32", metadata: Mapping[str, str] | None = None,
                 source_name: str = "weights", on_start: Callable[[], None] | None = None) -> Path:
-    """Write the ONNX export of a model given as standard RWKV-7 tensors (numpy, as stored).
+    """Write the ONNX export of a model given as standard RWKV-7, RWKV-6 or RWKV-5.2 tensors (numpy, as stored).
 
     `metadata` adds string entries (vocab, unknown_char, source) to the file's metadata_props;
     `source_name` names the weights in error messages. Returns the path written.
     """
-    from . import onnx_graph
+    if config.version == 7:
+        from . import onnx_graph
+    else:
+        from . import onnx_graph_v5 as onnx_graph  # RWKV-5.2 and RWKV-6
 
     if precision not in PRECISIONS:
         raise SettingsError(f"precision {precision!r}: an ONNX export is one of {', '.join(PRECISIONS)}")
@@ -190,7 +191,8 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
 def _check_weights(weights: Mapping[str, np.ndarray], config: ModelConfig, source: str) -> None:
     for key, shape in config.expected_shapes().items():
         if key not in weights:
-            raise ModelFileError(f"{source}: not an RWKV-7 model of this shape: tensor {key!r} is missing")
+            raise ModelFileError(f"{source}: not an {NAMES[config.version]} model of this shape: "
+                                 f"tensor {key!r} is missing")
         array = np.asarray(weights[key])
         if array.shape != shape:
             raise ModelFileError(f"{source}: tensor {key!r} has shape {list(array.shape)}, expected {list(shape)}")
@@ -286,27 +288,55 @@ def _save(model, path: Path) -> None:
 # MatMuls the int8 export leaves in float, by weight name (onnx_graph names a MatMul "<weight>.matmul"):
 # the low-rank matrices (tiny, and the decay LoRA sets how long the state remembers) and the head
 # (it alone decides which character wins a near tie).
-INT8_FLOAT_WEIGHTS = tuple(f"att.{name}.matmul" for name in ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2")) + (
-    "head.matmul",
-)
+INT8_FLOAT_WEIGHTS = tuple(f"att.{name}.matmul" for name in ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2")) + tuple(
+    f"att.time_{name}.matmul" for name in ("maa_w1", "maa_w2", "decay_w1", "decay_w2")  # RWKV-6's
+) + ("head.matmul",)
+INT8_BLOCK = 32  # weights along K share one scale per block of this many
+INT8_ACCURACY_LEVEL = 4  # MatMulNBits: activations quantized to int8 per block too, integer dot products
 
 
 def _quantize(model, staging: Path, staged: Path) -> None:
-    """int8: ORT's dynamic quantization of the other MatMuls with constant weights, per output
-    column, uint8 weights (u8u8 has no int16 saturation on CPUs without VNNI, unlike u8s8)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """int8: every other MatMul with a constant weight becomes ONNX Runtime's MatMulNBits with
+    8-bit weights: symmetric, one float32 scale per block of INT8_BLOCK inputs of each output
+    column, stored offset by 128 (the operator's default zero point). The weight is read once
+    per step at a quarter of its float32 size, in one kernel (no separate activation
+    quantization nodes, as quantize_dynamic's MatMulInteger needs)."""
+    from onnx import helper, numpy_helper
 
-    matmuls = [n for n in _all_nodes(model.graph) if n.op_type == "MatMul" and n.name.endswith(".matmul")]
-    keep = [n.name for n in matmuls if n.name.endswith(INT8_FLOAT_WEIGHTS)]
-    quantized = {n.input[1] for n in matmuls if n.name not in keep}
-    size = sum(len(t.raw_data) // (4 if t.name in quantized else 1) for t in model.graph.initializer)
-    float_path = staging / "fp32.onnx"
-    _save(model, float_path)
-    with _quiet_logging():
-        quantize_dynamic(float_path, staged, op_types_to_quantize=["MatMul"], per_channel=True,
-                         weight_type=QuantType.QUInt8, nodes_to_exclude=keep,
-                         use_external_data_format=size > MAX_INLINE_BYTES,
-                         extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True})
+    initializers = {t.name: t for t in model.graph.initializer}
+    packed: dict[str, tuple[str, str, int, int]] = {}
+    for node in _all_nodes(model.graph):
+        if node.op_type != "MatMul" or not node.name.endswith(".matmul") or node.name.endswith(INT8_FLOAT_WEIGHTS):
+            continue
+        name = node.input[1]
+        if name not in packed:
+            weight = numpy_helper.to_array(initializers[name])  # (K, N)
+            if weight.ndim != 2 or weight.shape[0] % INT8_BLOCK:
+                continue
+            blocks, scales = quantize_blocks(weight, INT8_BLOCK)
+            model.graph.initializer.remove(initializers[name])
+            model.graph.initializer.extend([numpy_helper.from_array(blocks, name + ".q8"),
+                                            numpy_helper.from_array(scales, name + ".scales")])
+            packed[name] = (name + ".q8", name + ".scales", *weight.shape)
+        quantized, scales_name, k, n = packed[name]
+        node.op_type, node.domain = "MatMulNBits", "com.microsoft"
+        node.input[:] = [node.input[0], quantized, scales_name]
+        node.attribute.extend([helper.make_attribute("K", k), helper.make_attribute("N", n),
+                               helper.make_attribute("bits", 8), helper.make_attribute("block_size", INT8_BLOCK),
+                               helper.make_attribute("accuracy_level", INT8_ACCURACY_LEVEL)])
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    _save(model, staged)
+
+
+def quantize_blocks(weight: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (K, N) float matrix as MatMulNBits stores 8 bits: uint8 (N, K/block, block), q + 128 with
+    q = round(w / scale) in [-127, 127], and float32 scales (N * K/block,), max |w| / 127 per block."""
+    k, n = weight.shape
+    columns = np.ascontiguousarray(weight.T, dtype=np.float32).reshape(n, k // block, block)
+    scales = np.abs(columns).max(axis=2) / np.float32(127)  # (N, K/block)
+    scales[scales == 0] = 1  # an all-zero block: any scale gives q = 0
+    q = np.clip(np.rint(columns / scales[..., None]), -127, 127).astype(np.int16) + 128
+    return q.astype(np.uint8), scales.astype(np.float32).reshape(-1)
 
 
 def _all_nodes(graph):
@@ -315,14 +345,3 @@ def _all_nodes(graph):
         for attr in node.attribute:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 yield from _all_nodes(sub)
-
-
-@contextlib.contextmanager
-def _quiet_logging():
-    """quantize_dynamic logs advice (pre-processing, ...) on the root logger: not the user's business."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(previous)

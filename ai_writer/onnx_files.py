@@ -21,7 +21,7 @@ from typing import Callable
 
 from .errors import ModelFileError
 
-EXPORT_VERSION = 2  # part of the cache file names: bump it when the exported graph changes
+EXPORT_VERSION = 3  # part of the cache file names: bump it when the exported graph changes
 SAMPLED_BLOCKS = 16
 BLOCK_BYTES = 65536
 

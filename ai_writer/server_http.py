@@ -29,6 +29,7 @@ from .sampler import SamplerSettings
 from .server_requests import ApiError, JobSpec, completions_spec, continue_spec, parse_json
 from .server_worker import InferenceWorker, Job
 
+FLUSH_INTERVAL = 0.04  # seconds: streamed text goes out at most this often per request (25 updates/s)
 API_ROUTES = {"/api/info": ("GET",), "/api/continue": ("POST",), "/v1/models": ("GET",),
               "/v1/completions": ("POST",)}
 OPEN_ROUTES = {"/healthz": ("GET",)}
@@ -125,6 +126,7 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("PATCH")
 
     def _dispatch(self, method: str) -> None:
+        self._body_read = False
         try:
             path = urlsplit(self.path).path
             routes = {**API_ROUTES, **OPEN_ROUTES}
@@ -135,12 +137,21 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 raise ApiError(404, f"no such endpoint: {path}")
         except ApiError as error:
+            self._close_if_body_unread()
             self._send_error(error)
         except (ConnectionError, socket.timeout):
             self.close_connection = True
         except Exception as exc:  # a bug: answer cleanly, never a traceback page
             print(f"ai-writer: internal error on {method} {self.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            self._close_if_body_unread()
             self._send_error(ApiError(500, "internal server error"))
+
+    def _close_if_body_unread(self) -> None:
+        """A request refused before its body was read (a wrong token, a wrong path) leaves that body on the
+        connection, where it would be taken for the next request: such a connection is closed instead."""
+        has_body = self.headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in self.headers
+        if has_body and not self._body_read:
+            self.close_connection = True
 
     def _route(self, method: str, path: str, allowed: tuple[str, ...]) -> None:
         if method == "OPTIONS" and self._cors_origin():
@@ -206,6 +217,7 @@ class Handler(BaseHTTPRequestHandler):
         if len(raw) < length:
             self.close_connection = True
             raise ApiError(400, "the request body is shorter than its Content-Length")
+        self._body_read = True
         return parse_json(raw)
 
     def _continue(self, spec: JobSpec) -> None:
@@ -255,6 +267,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _events(self, job: Job):
         """The job's events as they come; cancels the job when the client goes away."""
+        last_write = 0.0
         while True:
             try:
                 events = [job.events.get(timeout=0.25)]
@@ -263,11 +276,14 @@ class Handler(BaseHTTPRequestHandler):
                     job.cancel()
                     return
                 continue
-            while events[-1][0] == "chunk":  # what is already there goes out together
+            if events[-1][0] == "chunk":  # gather what arrives within the flush interval: fewer, larger writes
+                time.sleep(max(0.0, last_write + FLUSH_INTERVAL - time.monotonic()))
+            while events[-1][0] == "chunk":
                 try:
                     events.append(job.events.get_nowait())
                 except queue.Empty:
                     break
+            last_write = time.monotonic()
             for event in _merged(events):
                 yield event
                 if event[0] in ("done", "error"):

@@ -56,6 +56,7 @@ class _Row:
     rng: np.random.Generator
     penalties: PenaltyTracker | None
     last_token: int
+    decoder: Any  # the tokenizer's stream decoder: a chunk never holds a broken character
     generated: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0
@@ -194,7 +195,7 @@ class InferenceWorker:
         for run in range(runs):
             penalties = PenaltyTracker(self.tokenizer.vocab_size, settings) if penalize else None
             self._rows.append(_Row(job, reading.prompt_index * runs + run, reading.ids, rng, penalties,
-                                   reading.ids[-1]))
+                                   reading.ids[-1], self.tokenizer.stream_decoder()))
         state = reading.state.repeat(runs) if runs > 1 else reading.state
         logits = np.repeat(reading.logits[None, :], runs, axis=0)
         if self._state is None:
@@ -205,18 +206,18 @@ class InferenceWorker:
         self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
 
     def _decode_step(self) -> None:
-        banned = [self.tokenizer.unknown_id] if self.tokenizer.unknown_id is not None else []
-        newline = self.tokenizer.newline_id
+        banned = list(self.tokenizer.banned_ids)
+        line_ends = self.tokenizer.line_end_ids
         tokens = []
         for position, row in enumerate(self._rows):
             settings = row.job.spec.settings
-            token = sample(self._logits[position], after_newline=row.last_token == newline, settings=settings,
+            token = sample(self._logits[position], after_newline=row.last_token in line_ends, settings=settings,
                            rng=row.rng, banned_ids=banned, penalties=row.penalties)
             if row.penalties is not None:
                 row.penalties.update(token)
             row.generated.append(token)
             row.last_token = token
-            row.text += self.tokenizer.decode([token])
+            row.text += row.decoder.decode(token)
             chunk = _advance(row, row.job.spec.max_chars, row.job.spec.stop)
             if chunk:
                 row.job.events.put(("chunk", row.index, chunk))

@@ -82,3 +82,14 @@ def test_batch_rows_evolve_like_single_rows(tiny_model):
     picked = batch.select([2, 0])
     assert picked.batch_size == 2
     torch.testing.assert_close(picked.wkv[:, 0], batch.wkv[:, 2])
+
+
+def test_states_of_separate_texts_join_into_one_batch(tiny_model):
+    backend = TorchBackend(load_checkpoint(tiny_model))
+    _, first = backend.forward([[7, 8, 9]], backend.zero_state(1))
+    _, second = backend.forward([[1, 2]], backend.zero_state(1))
+    joined = first.concat(second.repeat(2))
+    assert joined.batch_size == 3
+    logits, _ = backend.forward([[4], [5], [6]], joined)
+    for row, (state, token) in enumerate(((first, 4), (second, 5), (second, 6))):
+        np.testing.assert_allclose(logits[row], backend.forward([[token]], state)[0][0], atol=1e-5)

@@ -156,3 +156,13 @@ def test_quiet_continue_prints_no_export_notice(tiny_model, tmp_path):
     assert result.returncode == 0, result.stderr.decode()
     assert result.stderr == b""
     assert list((tmp_path / "ai-writer" / "onnx-cache").glob("*.onnx"))
+
+
+def test_onnx_states_of_separate_texts_join_into_one_batch(tiny_model, tmp_path):
+    backend = load_model(tiny_model, backend="cpu", onnx_cache=tmp_path, threads=1).backend
+    _, first = backend.forward([[7, 8, 9]], backend.zero_state(1))
+    _, second = backend.forward([[1, 2]], backend.zero_state(1))
+    joined = first.concat(second)
+    logits, _ = backend.forward([[4], [5]], joined)
+    for row, (state, token) in enumerate(((first, 4), (second, 5))):
+        np.testing.assert_allclose(logits[row], backend.forward([[token]], state)[0][0], atol=1e-5)

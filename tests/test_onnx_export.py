@@ -218,13 +218,29 @@ def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
                    if attr.name == "then_branch")
     for graph, expected in ((model.graph, 2 * 6), (prefill, 2 * 6 - 2)):  # r, k, v, output, FFN pair; the
         ops = [n.op_type for n in graph.node]  # prefill skips the last FFN (no logits)
-        assert ops.count("MatMulInteger") == expected
+        assert ops.count("MatMulNBits") == expected
+        for node in graph.node:
+            if node.op_type == "MatMulNBits":
+                attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                assert attributes["bits"] == 8 and attributes["block_size"] == onnx_export.INT8_BLOCK
     kept = {n.name for graph in (model.graph, prefill) for n in graph.node if n.op_type == "MatMul"}
     assert "head.matmul" in kept and "prefix/blocks.1.att.w1.matmul" in kept
     types = {t.name: t.data_type for t in model.graph.initializer}
     assert types["emb"] == types["head"] == onnx.TensorProto.FLOAT
-    assert types["blocks.0.att.receptance_quantized"] == onnx.TensorProto.UINT8
+    assert types["blocks.0.att.receptance.q8"] == onnx.TensorProto.UINT8
     assert "blocks.0.att.receptance" not in types  # one quantized copy serves both forms
+
+
+def test_int8_blocks_round_trip_within_half_a_step():
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 5)).astype(np.float32)
+    weight[:32, 2] = 0  # an all-zero block
+    blocks, scales = onnx_export.quantize_blocks(weight, 32)
+    assert blocks.shape == (5, 2, 32) and blocks.dtype == np.uint8 and scales.shape == (10,)
+    restored = ((blocks.astype(np.float32) - 128) * scales.reshape(5, 2, 1)).reshape(5, 64).T
+    step = np.repeat(scales.reshape(5, 2), 32, axis=1).T  # (64, 5)
+    assert np.all(np.abs(restored - weight) <= step / 2 + 1e-7)
+    assert np.all(restored[:32, 2] == 0) and blocks.min() >= 1  # symmetric: -127..127 around 128
 
 
 # ---- fp16 -------------------------------------------------------------------------------------------
