@@ -10,15 +10,18 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["ai_writer", "ai_writer.backends", "ai_writer.model"],
-    package_dir={"ai_writer.model": "model"},  # the top-level model/ folder ships inside the package
-    package_data={"ai_writer.model": ["*.safetensors", "*.onnx", "*.json", "*.md"]},
+    packages=["ai_writer", "ai_writer.backends", "ai_writer.model", "ai_writer.web_client"],
+    # the top-level model/ and web-client/ folders ship inside the package
+    package_dir={"ai_writer.model": "model", "ai_writer.web_client": "web-client"},
+    package_data={"ai_writer.model": ["*.safetensors", "*.onnx", "*.json", "*.md"],
+                  "ai_writer.web_client": ["*.html", "*.js", "*.css", "*.svg"]},
     install_requires=[
         "click>=8.1",
         "rich>=13",
         "prompt_toolkit>=3.0.36",
         "numpy>=1.24",
         "safetensors>=0.4",
+        "pyrwkv-tokenizer>=0.9.1,<0.10",  # the RWKV world tokenizer: its vocabulary file and a Rust encoder
         "onnx>=1.16",  # exporting models to ONNX (once per model, cached); the runtime is onnxruntime
         "torch>=2.1",
         # the two install the same module: exactly one of them, by platform
@@ -27,8 +30,9 @@ setup(
     ],
     extras_require={
         # the test environment: the official rwkv package is the correctness oracle;
-        # torch is pinned to the CPU build the CI machine holds
-        "dev": ["pytest>=7", "pexpect>=4.8", "rwkv==0.8.32", "torch==2.13.0"],
+        # torch is pinned to the CPU build the CI machine holds; playwright drives the system's
+        # chromium in the web page's tests (never its own browser downloads)
+        "dev": ["pytest>=7", "pexpect>=4.8", "rwkv==0.8.32", "torch==2.13.0", "playwright>=1.40,<2"],
     },
     entry_points={"console_scripts": ["ai-writer=ai_writer.cli:main"]},
 )

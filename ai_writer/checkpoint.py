@@ -1,4 +1,4 @@
-"""Reading and writing model files: RWKV-7 `.pth` checkpoints and the native `.safetensors`.
+"""Reading and writing model files: RWKV-7, RWKV-6 and RWKV-5.2 `.pth` checkpoints, and the native `.safetensors`.
 
 The native file is one `.safetensors` whose metadata carries the config, the vocabulary
 and the unknown character, so a model is a single file with nothing typed by hand.
@@ -20,7 +20,9 @@ from pathlib import Path
 
 from .config import ModelConfig
 from .errors import ModelFileError, VocabularyError
+from .model_version import NAMES
 from .tokenizer import UNKNOWN_CHAR, CharTokenizer
+from .world_tokenizer import WorldTokenizer, named_world_tokenizer
 
 NATIVE_FORMAT = "ai-writer-rwkv7"
 OPTIONAL_LAYER0_KEYS = ("blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2")  # unused by layer 0
@@ -31,7 +33,7 @@ class Checkpoint:
     path: Path
     config: ModelConfig
     tensors: dict[str, torch.Tensor]  # standard RWKV-7 keys, as stored
-    tokenizer: CharTokenizer | None  # the native format carries its vocabulary; .pth does not
+    tokenizer: CharTokenizer | WorldTokenizer | None  # the native format carries its vocabulary; .pth does not
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -51,12 +53,15 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     tokenizer = None
     if metadata.get("format") == NATIVE_FORMAT:
         config = ModelConfig.from_json(metadata.get("config", ""), str(path))
-        try:
-            tokenizer = CharTokenizer.from_json_text(
-                metadata["vocab"], str(path), unknown_char=metadata.get("unknown_char", UNKNOWN_CHAR)
-            )
-        except KeyError:
-            raise ModelFileError(f"{path}: the metadata has no vocabulary") from None
+        if "tokenizer" in metadata:  # a world model names its tokenizer instead of storing a vocabulary
+            tokenizer = named_world_tokenizer(metadata["tokenizer"], str(path))
+        else:
+            try:
+                tokenizer = CharTokenizer.from_json_text(
+                    metadata["vocab"], str(path), unknown_char=metadata.get("unknown_char", UNKNOWN_CHAR)
+                )
+            except KeyError:
+                raise ModelFileError(f"{path}: the metadata has no vocabulary") from None
     else:
         config = ModelConfig.from_tensors({k: tuple(t.shape) for k, t in tensors.items()}, str(path))
     _check_shapes(path, config, tensors)
@@ -75,18 +80,18 @@ def check_vocabulary(config: ModelConfig, tokenizer: CharTokenizer, vocab_source
         )
 
 
-def save_native(path: str | os.PathLike, config: ModelConfig, state_dict: dict, tokenizer: CharTokenizer) -> None:
+def save_native(path: str | os.PathLike, config: ModelConfig, state_dict: dict,
+                tokenizer: CharTokenizer | WorldTokenizer) -> None:
     """Write the single-file native model atomically (a temporary file, then a rename)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {k: t.detach().contiguous().cpu() for k, t in state_dict.items()}
-    metadata = {
-        "format": NATIVE_FORMAT,
-        "config": config.to_json(),
-        "vocab": tokenizer.to_json(),
-        "unknown_char": tokenizer.unknown_char,
-    }
+    metadata = {"format": NATIVE_FORMAT, "config": config.to_json()}
+    if isinstance(tokenizer, WorldTokenizer):
+        metadata["tokenizer"] = tokenizer.name
+    else:
+        metadata.update(vocab=tokenizer.to_json(), unknown_char=tokenizer.unknown_char)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -132,7 +137,9 @@ def _check_shapes(path: Path, config: ModelConfig, tensors: dict[str, "torch.Ten
     expected = config.expected_shapes()
     for key, shape in expected.items():
         if key not in tensors:
-            raise ModelFileError(f"{path}: not an RWKV-7 checkpoint of this shape: tensor {key!r} is missing")
+            raise ModelFileError(
+                f"{path}: not an {NAMES[config.version]} checkpoint of this shape: tensor {key!r} is missing"
+            )
         if tuple(tensors[key].shape) != shape:
             raise ModelFileError(
                 f"{path}: tensor {key!r} has shape {list(tensors[key].shape)}, expected {list(shape)}"
@@ -142,6 +149,6 @@ def _check_shapes(path: Path, config: ModelConfig, tensors: dict[str, "torch.Ten
     extra = sorted(set(tensors) - set(expected) - set(OPTIONAL_LAYER0_KEYS))
     if extra:
         raise ModelFileError(
-            f"{path}: not an RWKV-7 checkpoint: unexpected tensor {extra[0]!r}"
+            f"{path}: not an {NAMES[config.version]} checkpoint: unexpected tensor {extra[0]!r}"
             + (f" and {len(extra) - 1} more" if len(extra) > 1 else "")
         )

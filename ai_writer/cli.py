@@ -95,7 +95,7 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
         out.finished(result)
     out.close()
     elapsed = time.perf_counter() - began - prefill_s
-    status(f"ai-writer: read {start.n_tokens} characters in {prefill_s:.2f} s, "
+    status(f"ai-writer: read {len(context)} characters ({start.n_tokens} tokens) in {prefill_s:.2f} s, "
            f"wrote {out.total_chars} in {elapsed:.2f} s ({out.total_chars / max(elapsed, 1e-9):.1f} characters/s)")
 
 

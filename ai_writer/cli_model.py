@@ -29,8 +29,9 @@ def info_command(model, vocab, unknown_char, backend, precision, threads):
     rows = [
         ("model", str(loaded.path)),
         ("architecture", config.describe()),
-        ("vocabulary", "none" if loaded.tokenizer is None else f"{loaded.tokenizer.vocab_size} characters, "
-                                                                 f"unknown character U+{ord(loaded.tokenizer.unknown_char):04X}"),
+        ("vocabulary", "none" if loaded.tokenizer is None else loaded.tokenizer.describe()
+         if loaded.tokenizer.unknown_id is None else f"{loaded.tokenizer.vocab_size} characters, "
+                                                     f"unknown character U+{ord(loaded.tokenizer.unknown_char):04X}"),
         ("backend", f"{loaded.choice.backend} ({loaded.choice.reason})"),
         ("precision", loaded.choice.precision),
         ("threads", str(threads) if threads else f"default ({os.cpu_count()} cores on this machine)"),
@@ -78,5 +79,8 @@ def export_onnx_command(model, out, precision):
     if model.suffix.lower() == ".onnx":
         raise CliError(f"{model}: already an ONNX file")
     out = out or export_name(model, precision)
-    export_model(model, out, precision)
+    from .legacy_export import export_legacy
+
+    if not export_legacy(model, out, precision):  # False: not an original AI-Writer release
+        export_model(model, out, precision)
     click.echo(f"ai-writer: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {precision})", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,6 +19,24 @@ class CliError(click.ClickException):
     exit_code = EXIT_ERROR
 
 
+@dataclass(frozen=True)
+class VocabOptions:
+    """--vocab and --tokenizer, handed to the commands as their one `vocab` argument."""
+
+    path: Path | None = None  # --vocab
+    tokenizer: str | Path | None = None  # --tokenizer: "char", "world" or a vocabulary file; None follows the model
+
+
+def _tokenizer_choice(ctx, param, value):
+    """--tokenizer: the words char and world, else the path of an existing vocabulary file."""
+    if value is None or value in ("char", "world"):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(f"{value!r} is neither char, world nor a vocabulary file", ctx, param)
+    return path
+
+
 def model_options(command):
     """Options that choose and open a model; shared by every command that runs one."""
 
@@ -26,13 +45,21 @@ def model_options(command):
         "--model",
         envvar="AI_WRITER_MODEL",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="Model file (.safetensors, RWKV-7 .pth, or its .onnx export). Default: $AI_WRITER_MODEL, then the "
-        "shipped model.",
+        help="Model file (.safetensors, RWKV-7 .pth, or its .onnx export; or an original AI-Writer .pth/.onnx). "
+        "Default: $AI_WRITER_MODEL, then the shipped model.",
     )
     @click.option(
         "--vocab",
         type=click.Path(dir_okay=False, path_type=Path),
         help="AI-Writer vocabulary JSON for a .pth model. Default: the .json beside the model with the same name.",
+    )
+    @click.option(
+        "--tokenizer",
+        metavar="char|world|PATH",
+        callback=_tokenizer_choice,
+        help="Override the tokenizer: char (the model's character vocabulary), world (the RWKV world tokenizer, "
+        "rwkv_vocab_v20230424) or a vocabulary file (AI-Writer .json or RWKV vocabulary .txt). Default: follow the "
+        "model: its stored vocabulary or NAME.json beside it, else world for a model of 65536 tokens.",
     )
     @click.option(
         "--unknown-char",
@@ -56,8 +83,8 @@ def model_options(command):
     )
     @click.option("--threads", type=click.IntRange(min=1), help=f"CPU threads for the model. Default: {THREADS_HELP}.")
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        return command(*args, **kwargs)
+    def wrapper(*args, vocab=None, tokenizer=None, **kwargs):
+        return command(*args, vocab=VocabOptions(vocab, tokenizer), **kwargs)
 
     return wrapper
 
@@ -84,10 +111,12 @@ def sampling_options(command):
     return command
 
 
-def open_model(model, vocab, unknown_char, backend, precision, threads, need_vocab: bool = True,
-               quiet: bool = False):
+def open_model(model, vocab: VocabOptions | Path | None, unknown_char, backend, precision, threads,
+               need_vocab: bool = True, quiet: bool = False):
     """Open the model the options name: --model, $AI_WRITER_MODEL (click fills it in), else the shipped one."""
     from .loading import default_model_path, load_model
+
+    vocab = vocab if isinstance(vocab, VocabOptions) else VocabOptions(vocab)
 
     if model is None:
         model = default_model_path()
@@ -95,7 +124,8 @@ def open_model(model, vocab, unknown_char, backend, precision, threads, need_voc
             raise CliError("no model given and no default model is installed; pass --model PATH or set AI_WRITER_MODEL")
     if len(unknown_char) != 1:
         raise CliError(f"--unknown-char must be one character, got {unknown_char!r}")
-    return load_model(model, vocab_path=vocab, unknown_char=unknown_char, backend=backend, precision=precision,
+    return load_model(model, vocab_path=vocab.path, tokenizer=vocab.tokenizer, unknown_char=unknown_char,
+                      backend=backend, precision=precision,
                       threads=threads, need_vocab=need_vocab, onnx_cache=onnx_cache_dir(),
                       notify=(lambda message: None) if quiet else (lambda message: click.echo(f"ai-writer: {message}",
                                                                                                err=True)))

@@ -80,7 +80,7 @@ def _score(model, tokenizer: CharTokenizer, text: str, segment_len: int) -> Eval
         nats = _nats_module(module, inputs, targets, segment_len)
     else:
         nats = _nats_backend(model, inputs, targets)
-    return EvalResult("text", nats / LN2, len(targets), n_unknown)
+    return EvalResult("text", nats / LN2, len(text), n_unknown)  # per character, also when a token holds several
 
 
 def _module_of(model):

@@ -3,6 +3,9 @@
 `Generator.prefill` reads a text once into a state; `Generator.stream` then writes one or
 more continuations from that state as a batch, yielding text chunks as they are produced.
 The state at the start is a value: writing again from it (a rewrite) never re-reads the text.
+A token may be several characters or part of one (the world tokenizer's bytes): each row
+decodes through its tokenizer's stream decoder, so a chunk never holds a broken character,
+and lengths are counted in characters of text.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from .backends import Backend
 from .errors import InputTextError, SettingsError
 from .sampler import PenaltyTracker, SamplerSettings, sample
 from .tokenizer import CharTokenizer
+from .world_tokenizer import WorldTokenizer
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class _Row:
     run: int
     penalties: PenaltyTracker | None
     last_token: int
+    decoder: Any  # the tokenizer's stream decoder: bytes of an unfinished character wait in it
     text: str = ""  # everything produced so far (before any stop string)
     sent: int = 0  # characters of `text` already yielded
     tokens: int = 0
@@ -59,7 +64,7 @@ class _Row:
 @dataclass
 class Generator:
     backend: Backend
-    tokenizer: CharTokenizer
+    tokenizer: CharTokenizer | WorldTokenizer
     settings: SamplerSettings = field(default_factory=SamplerSettings)
 
     def prefill(self, text: str) -> Prefilled:
@@ -91,13 +96,14 @@ class Generator:
         stop = tuple(s for s in stop if s)
         penalize = self.settings.presence_penalty > 0 or self.settings.frequency_penalty > 0
         rows = [
-            _Row(run, PenaltyTracker(self.tokenizer.vocab_size, self.settings) if penalize else None, start.last_token)
+            _Row(run, PenaltyTracker(self.tokenizer.vocab_size, self.settings) if penalize else None, start.last_token,
+                 self.tokenizer.stream_decoder())
             for run in range(runs)
         ]
         logits = np.repeat(start.logits[None, :], runs, axis=0)
         state = start.state.repeat(runs) if runs > 1 else start.state
-        banned = [self.tokenizer.unknown_id]
-        newline = self.tokenizer.newline_id
+        banned = list(self.tokenizer.banned_ids)  # may be empty
+        line_ends = self.tokenizer.line_end_ids
         active = list(range(runs))  # rows still writing, in batch order
 
         while active:
@@ -106,7 +112,7 @@ class Generator:
                 row = rows[index]
                 token = sample(
                     logits[position],
-                    after_newline=row.last_token == newline,
+                    after_newline=row.last_token in line_ends,
                     settings=self.settings,
                     rng=rng,
                     banned_ids=banned,
@@ -115,7 +121,9 @@ class Generator:
                 if row.penalties is not None:
                     row.penalties.update(token)
                 row.last_token, row.tokens = token, row.tokens + 1
-                row.text += self.tokenizer.decode([token])
+                # A run ends at a length or before a stop string, both before any bytes still waiting
+                # in the decoder, so they are never shown and need no flush.
+                row.text += row.decoder.decode(token)
                 chunk = _advance(row, max_chars, stop)
                 if row.done and results is not None:
                     results.append(RunResult(row.run, row.text, row.finish_reason, row.tokens))

@@ -11,6 +11,7 @@ from .backends.select import Choice, choose
 from .config import ModelConfig
 from .errors import ModelFileError, VocabularyError
 from .tokenizer import UNKNOWN_CHAR, CharTokenizer
+from .world_tokenizer import WORLD_VOCAB_SIZE, WorldTokenizer, default_world_tokenizer, is_world_vocabulary
 
 DEFAULT_MODEL_NAME = "default.safetensors"
 
@@ -19,7 +20,7 @@ DEFAULT_MODEL_NAME = "default.safetensors"
 class LoadedModel:
     path: Path  # the model file asked for
     config: ModelConfig
-    tokenizer: CharTokenizer | None  # None only when opened with need_vocab=False
+    tokenizer: CharTokenizer | WorldTokenizer | None  # None only when opened with need_vocab=False
     backend: Backend
     choice: Choice
     runs: Path | None = None  # the .onnx the ONNX Runtime backends run
@@ -51,6 +52,7 @@ def load_model(
     model_path: str | Path,
     *,
     vocab_path: str | Path | None = None,
+    tokenizer: str | Path | None = None,
     unknown_char: str = UNKNOWN_CHAR,
     backend: str = "auto",
     precision: str | None = None,
@@ -61,23 +63,31 @@ def load_model(
 ) -> LoadedModel:
     """Open a model file with its vocabulary on the chosen backend.
 
-    With need_vocab=False (speed measurements), a model without a vocabulary is accepted.
+    `tokenizer` overrides the tokenizer the model would get (see _tokenizer_for): "char", "world"
+    or a vocabulary file. With need_vocab=False (speed measurements), a model without a
+    vocabulary is accepted.
     The ONNX Runtime backends (cpu, dml) run the model's ONNX export (onnx_files.py), which
     this exports into `onnx_cache` on first use; they never import torch.
     """
-    choice = choose(backend, precision)  # before reading gigabytes: a bad choice fails fast
     model_path = Path(model_path)
+    from .legacy_loading import legacy_kind, load_legacy
+
+    kind = legacy_kind(model_path)  # an original AI-Writer release: reads its pickle or ONNX header only
+    if kind is not None:
+        return load_legacy(model_path, kind, vocab_path=vocab_path, tokenizer=tokenizer, unknown_char=unknown_char,
+                           backend=backend, precision=precision, threads=threads, need_vocab=need_vocab)
+    choice = choose(backend, precision)  # before reading gigabytes: a bad choice fails fast
     if choice.backend in ("cpu", "dml"):
-        return _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify)
+        return _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
+                          tokenizer)
     if model_path.suffix.lower() == ".onnx":
         raise ModelFileError(f"{model_path}: an ONNX file runs on the cpu or dml backend, not on {choice.backend}")
     from .backends.torch_backend import TorchBackend
-    from .checkpoint import check_vocabulary, load_checkpoint
+    from .checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(model_path)
-    tokenizer = _tokenizer_for(model_path, checkpoint.tokenizer, vocab_path, unknown_char, need_vocab)
-    if tokenizer is not None:
-        check_vocabulary(checkpoint.config, tokenizer, str(vocab_path or model_path), model_path)
+    tokenizer = _tokenizer_for(model_path, checkpoint.config, checkpoint.tokenizer, vocab_path, unknown_char,
+                               need_vocab, tokenizer)
     if threads is not None:
         import torch
 
@@ -87,9 +97,9 @@ def load_model(
     return LoadedModel(model_path, checkpoint.config, tokenizer, backend, choice)
 
 
-def _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify) -> LoadedModel:
+def _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
+               override) -> LoadedModel:
     from .backends.onnx_backend import OnnxBackend
-    from .checkpoint import check_vocabulary
     from .onnx_files import onnx_for
 
     onnx_path, source = onnx_for(model_path, choice.precision, onnx_cache, notify=notify)
@@ -101,22 +111,50 @@ def _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab
         )
     if model_path.suffix.lower() == ".onnx" and choice.precision != backend.precision:
         raise ModelFileError(f"{onnx_path}: this export is {backend.precision}, not {choice.precision}")
-    tokenizer = _tokenizer_for(model_path, backend.tokenizer(), vocab_path, unknown_char, need_vocab)
-    if tokenizer is not None:
-        check_vocabulary(backend.config, tokenizer, str(vocab_path or model_path), model_path)
+    tokenizer = _tokenizer_for(model_path, backend.config, backend.tokenizer(), vocab_path, unknown_char, need_vocab,
+                               override)
     return LoadedModel(model_path, backend.config, tokenizer, backend, choice, runs=onnx_path)
 
 
-def _tokenizer_for(model_path: Path, stored: CharTokenizer | None, vocab_path, unknown_char: str,
-                   need_vocab: bool) -> CharTokenizer | None:
-    """--vocab, else the vocabulary stored in the model file, else NAME.json beside it."""
-    if vocab_path is None and stored is not None:
-        return stored
+def _tokenizer_for(model_path: Path, config: ModelConfig, stored: CharTokenizer | WorldTokenizer | None, vocab_path,
+                   unknown_char: str, need_vocab: bool, override: str | Path | None = None):
+    """The tokenizer follows the model: --vocab, else the vocabulary stored in the model file (or the tokenizer
+    its metadata names), else NAME.json beside it, else the world tokenizer for a model of 65,536 ids.
+    `override` (--tokenizer) "world" or a vocabulary file replaces all that; "char" keeps to the character
+    vocabularies. Its size must be the model's."""
+    if override is not None and override != "char":
+        if vocab_path is not None:
+            raise VocabularyError(f"--vocab and --tokenizer {override} both name the vocabulary; give one of them")
+        if override == "world":
+            tokenizer = default_world_tokenizer()
+        elif is_world_vocabulary(override):
+            tokenizer = WorldTokenizer.from_file(override)
+        else:
+            tokenizer = CharTokenizer.from_file(override, unknown_char=unknown_char)
+        return _checked(tokenizer, config, str(override), model_path)
+    if vocab_path is None and stored is not None and not (override == "char" and isinstance(stored, WorldTokenizer)):
+        return _checked(stored, config, str(model_path), model_path)
     path = vocab_path if vocab_path is not None else find_vocabulary(model_path)
     if path is None:
+        if override is None and config.vocab_size == WORLD_VOCAB_SIZE:
+            return default_world_tokenizer()
         if not need_vocab:
             return None
         raise VocabularyError(
             f"{model_path}: no vocabulary found; pass --vocab or put {model_path.with_suffix('.json').name} beside it"
         )
-    return CharTokenizer.from_file(path, unknown_char=unknown_char)
+    return _checked(CharTokenizer.from_file(path, unknown_char=unknown_char), config, str(path), model_path)
+
+
+def _checked(tokenizer, config: ModelConfig, source: str, model_path: Path):
+    """`tokenizer` if its size is the model's vocabulary size, else a one-line VocabularyError."""
+    from .checkpoint import check_vocabulary
+
+    if not isinstance(tokenizer, WorldTokenizer):
+        check_vocabulary(config, tokenizer, source, model_path)
+    elif tokenizer.vocab_size != config.vocab_size:
+        raise VocabularyError(
+            f"the world tokenizer {tokenizer.name} has {tokenizer.vocab_size} ids but model {model_path} has a vocabulary "
+            f"of {config.vocab_size}; it needs its character vocabulary (--tokenizer char, --vocab)"
+        )
+    return tokenizer

@@ -33,6 +33,7 @@ from .document import (
 from .errors import AiWriterError, InputTextError
 from .repl_commands import Quit, command_names, find
 from .sampler import SamplerSettings
+from .tokenizer import CharTokenizer
 
 AUTOSAVE_EVERY_S = 1.0  # while a paragraph streams, its text so far is autosaved this often
 
@@ -391,7 +392,9 @@ class Repl:
 def model_fingerprint(loaded) -> str:
     """Identifies a model and backend, so a saved state is restored only into the same one."""
     backend = loaded.backend
-    parts = [loaded.path.name, loaded.config.to_json(), loaded.tokenizer.to_json(), backend.name, backend.precision]
+    tokenizer = loaded.tokenizer
+    vocabulary = tokenizer.to_json() if isinstance(tokenizer, CharTokenizer) else tokenizer.describe()
+    parts = [loaded.path.name, loaded.config.to_json(), vocabulary, backend.name, backend.precision]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

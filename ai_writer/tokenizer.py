@@ -84,6 +84,16 @@ class CharTokenizer:
         return self._ids.get("\n")
 
     @property
+    def banned_ids(self) -> tuple[int, ...]:
+        """Ids never to sample: the unknown character."""
+        return (self._unknown_id,)
+
+    @property
+    def line_end_ids(self) -> frozenset[int]:
+        """Ids whose text ends with "\\n" (after them the sampler uses top_p_newline)."""
+        return frozenset({self.newline_id}) - {None}
+
+    @property
     def chars(self) -> tuple[str, ...]:
         return self._chars
 
@@ -107,6 +117,10 @@ class CharTokenizer:
                 )
             pieces.append(chars[i])
         return "".join(pieces)
+
+    def stream_decoder(self) -> "CharStreamDecoder":
+        """A decoder for ids that arrive one at a time: one id, one character."""
+        return CharStreamDecoder(self)
 
     def count_unknown(self, text: str) -> int:
         """How many characters of `text` are read as the unknown character."""
@@ -184,3 +198,17 @@ class CharTokenizer:
                 "expected UTF-16 with a BOM or UTF-8"
             ) from None
         return cls.from_json_text(text, str(path), unknown_char)
+
+
+class CharStreamDecoder:
+    """The streaming decoder of a character vocabulary (see world_tokenizer.Utf8StreamDecoder):
+    every id is a whole character, so nothing is ever held back."""
+
+    def __init__(self, tokenizer: CharTokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    def decode(self, token_id: int) -> str:
+        return self._tokenizer.decode([token_id])
+
+    def flush(self) -> str:
+        return ""

@@ -1,4 +1,4 @@
-"""A plain `pip install .` carries the shipped model, so the tool works offline from any directory."""
+"""A plain `pip install .` carries the shipped model and the web page, so the tool works offline from any directory."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def test_the_wheel_carries_the_default_model_and_the_entry_point(tmp_path):
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
         assert "ai_writer/model/default.safetensors" in names
+        assert {"ai_writer/web_client/index.html", "ai_writer/web_client/app.js"} <= names  # `ai-writer serve`'s page
         shipped = archive.getinfo("ai_writer/model/default.safetensors").file_size
     assert shipped == (ROOT / "model" / "default.safetensors").stat().st_size
     assert "ai-writer = ai_writer.cli:main" in entry_points

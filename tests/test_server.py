@@ -332,3 +332,20 @@ def test_static_files_and_escapes(tiny_model, tmp_path, one_torch_thread):
             answer = raw_exchange(server, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             assert answer.startswith(b"HTTP/1.1 404"), path
             assert b"do not serve" not in answer
+
+
+def test_a_refused_body_does_not_poison_the_connection(tiny_model, one_torch_thread):
+    import http.client
+
+    with running_server(tiny_model, token="s3cret") as server:
+        connection = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+        connection.request("POST", "/api/continue", body=json.dumps(continue_body()))
+        response = connection.getresponse()
+        assert response.status == 401 and json.loads(response.read())["error"]["type"] == "authentication_error"
+        connection.close()
+        connection = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+        connection.request("POST", "/nowhere", body=b'{"a": 1}')
+        assert connection.getresponse().read() and True
+        connection.request("GET", "/healthz")  # http.client reconnects if the server closed the connection
+        response = connection.getresponse()
+        assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}
