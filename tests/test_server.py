@@ -349,3 +349,34 @@ def test_a_refused_body_does_not_poison_the_connection(tiny_model, one_torch_thr
         connection.request("GET", "/healthz")  # http.client reconnects if the server closed the connection
         response = connection.getresponse()
         assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}
+
+
+def test_python_server_py_serves_the_page_and_stops_on_ctrl_c(tiny_model):
+    import re
+    import signal
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen([sys.executable, str(root / "server.py"), "--port", "0", "--model", str(tiny_model),
+                                "--backend", "torch-cpu", "--threads", "1", "--quiet"],
+                               stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        port = None
+        for line in process.stderr:
+            match = re.search(r"serving http://127\.0\.0\.1:(\d+)/", line)
+            if match:
+                port = int(match.group(1))
+                break
+        assert port, "the server did not say where it listens"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        body = json.dumps({"prompt": "这是", "max_tokens": 5, "seed": 1}).encode()
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body),
+                                    timeout=60) as answer:
+            assert len(json.loads(answer.read())["choices"][0]["text"]) == 5
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
