@@ -25,8 +25,9 @@ setup(
         "onnx>=1.16",  # exporting models to ONNX (once per model, cached); the runtime is onnxruntime
         "torch>=2.1",
         # the two install the same module: exactly one of them, by platform
-        "onnxruntime>=1.17; sys_platform != 'win32'",
-        "onnxruntime-directml>=1.17; sys_platform == 'win32'",
+        # 1.22: the 8-bit MatMulNBits kernel of the int8 export
+        "onnxruntime>=1.22; sys_platform != 'win32'",
+        "onnxruntime-directml>=1.22; sys_platform == 'win32'",
     ],
     extras_require={
         # the test environment: the official rwkv package is the correctness oracle;
