@@ -1,4 +1,7 @@
-"""Speed reference: the official `rwkv` pip package (RWKV-7, CPU, fp32), measured like `ai-writer bench`.
+"""Speed reference: the official `rwkv` pip package (CPU, fp32), measured like `ai-writer bench`.
+
+RWKV-7, RWKV-6 and RWKV-5.2 checkpoints: the version is detected here (model_version.py) and the
+package is imported accordingly, as it needs RWKV_V7_ON=1 for RWKV-7 only and cannot tell.
 
 `ai-writer bench --reference` runs this in its own process (the package reads its settings from
 the environment at import time); it needs `pip install rwkv torch` (the `[dev]` extra has both).
@@ -16,8 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-# The package reads these at import time.
-os.environ["RWKV_V7_ON"] = "1"
+# The package reads these at import time (RWKV_V7_ON is set in main, by the file's version).
 os.environ["RWKV_JIT_ON"] = "1"
 os.environ["RWKV_CUDA_ON"] = "0"
 os.environ.pop("RWKV_DE_VERSION", None)
@@ -39,7 +41,7 @@ SEED = 1234
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="RWKV-7 checkpoint (.pth)")
+    ap.add_argument("--model", required=True, help="RWKV-7, RWKV-6 or RWKV-5.2 checkpoint (.pth)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--prefill-tokens", type=int, default=2000)
@@ -84,6 +86,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
 
+    from .model_version import detect_version
+
+    tensors = torch.load(args.model, map_location="cpu", weights_only=True, mmap=True)
+    version = detect_version({k: tuple(t.shape) for k, t in tensors.items()}, args.model)
+    del tensors
+    os.environ["RWKV_V7_ON"] = "1" if version == 7 else "0"
     with contextlib.redirect_stdout(sys.stderr):
         from rwkv.model import RWKV
 
@@ -100,7 +108,11 @@ def main(argv=None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             model = RWKV(model_arg, "cpu fp32")
 
-    vocab = int(model.args.vocab_size)
+    vocab = int(model.args.vocab_size) if hasattr(model.args, "vocab_size") else int(model.w["emb.weight"].shape[0])
+
+    def zero_state():  # the generic (v5/v6) class starts from None
+        return model.generate_zero_state() if version == 7 else None
+
     rng = random.Random(SEED)
     warm_prompt = [rng.randrange(vocab) for _ in range(16)]
     warm_decode = [rng.randrange(vocab) for _ in range(32)]
@@ -110,7 +122,7 @@ def main(argv=None) -> int:
 
     with torch.no_grad():
         # ---- decode: batch 1, one token per forward ----
-        _, state = model.forward(warm_prompt, model.generate_zero_state())
+        _, state = model.forward(warm_prompt, zero_state())
         for t in warm_decode:
             _, state = model.forward([t], state)
         start_state = clone_state(state)
@@ -126,10 +138,10 @@ def main(argv=None) -> int:
         emit(model_name, args.threads, "decode_tokens_per_s", decode_runs, "tokens/s")
 
         # ---- prefill: one sequence from a zero state ----
-        model.forward(prefill_warm, model.generate_zero_state())
+        model.forward(prefill_warm, zero_state())
         prefill_runs = []
         for _ in range(args.repeats):
-            state = model.generate_zero_state()
+            state = zero_state()
             t0 = time.perf_counter()
             model.forward(prefill_seq, state)
             dt = time.perf_counter() - t0

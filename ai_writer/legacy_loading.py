@@ -175,7 +175,7 @@ def onnx_metadata(path: Path) -> dict[str, str] | None:
 
 
 def _metadata_props(data) -> dict[str, str]:
-    position, found, end = 0, {}, len(data)
+    position, found, end, graph = 0, {}, len(data), False
     while position < end:
         key, position = _varint(data, position)
         field, wire = key >> 3, key & 7
@@ -189,12 +189,15 @@ def _metadata_props(data) -> dict[str, str]:
             size, position = _varint(data, position)
             if position + size > end:
                 raise ValueError("a field runs past the end of the file")
+            graph = graph or (field == 7 and size > 0)  # ModelProto.graph: a model has one
             if field == 14:  # ModelProto.metadata_props: StringStringEntryProto {key = 1, value = 2}
                 entry = _strings(bytes(data[position:position + size]))
                 found[entry.get(1, "")] = entry.get(2, "")
             position += size
         else:
             raise ValueError("not a protobuf")
+    if not graph:
+        raise ValueError("no graph: not an ONNX model")
     return found
 
 

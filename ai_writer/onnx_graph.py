@@ -33,7 +33,8 @@ the torch model does under half precision; the graph's inputs and outputs stay f
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -207,9 +208,11 @@ class _StepForm:
 class _ChunkedForm:
     """T > 1: rows are (B, T, C); the recurrence runs chunk by chunk as rwkv7.wkv_chunked."""
 
+    chunk_len = CHUNK_LEN
+
     def __init__(self, config: ModelConfig, g: _Graph, length: str):
         self.config, self.length = config, length  # length: T as a 1-element int64 tensor
-        c = CHUNK_LEN
+        c = self.chunk_len
         pad = g.op("Mod", g.op("Sub", g.const([c]), g.op("Mod", length, g.const([c]))), g.const([c]))
         self.pads = g.op("Concat", g.const([0, 0, 0, 0]), pad, g.const([0]), axis=0)  # (B, T, 6C): T's end
         self._scans = 0
@@ -349,20 +352,33 @@ def _channel_mix(g: _Graph, i: int, x: str, previous: str) -> str:
     return g.matmul(g.op("Mul", k, k), p + "value")
 
 
-def _layers(g: _Graph, form, config: ModelConfig, x: str, att: list, wkv: list, ffn: list, logits: bool = True):
+@dataclass(frozen=True)
+class Architecture:
+    """What the layer stack and build_model need of one RWKV version (onnx_graph_v5.py has RWKV-5.2/6)."""
+
+    time_mix: Callable  # (g, form, config, i, x, shift, state, carry) -> (out, state, carry)
+    channel_mix: Callable  # (g, i, x, previous) -> out
+    step_form: type  # (config) -> a form for T == 1
+    chunked_form: type  # (config, g, length) -> a form for T > 1
+    after_layer: Callable = lambda g, i, x: x  # noqa: E731  (g, i, x) -> x, e.g. a rescaling
+
+
+def _layers(g: _Graph, form, config: ModelConfig, x: str, att: list, wkv: list, ffn: list, logits: bool = True,
+            arch: Architecture | None = None):
     """The layer stack on per-layer states, att and ffn shifts (1, B, C) and wkv (1, B, H, N, N).
 
     Returns (logits (B, V), new att shifts, new wkv states, new ffn shifts), the states again per
     layer. With logits=False the logits are None and the last FFN is skipped: only its input's
-    shift counts.
+    shift counts. `arch` defaults to RWKV-7.
     """
+    arch = arch or RWKV7
     L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size
     x = form.enter(g, x)
     new_att, new_wkv, new_ffn, v_first = [], [], [], None
     for i in range(L):
         p = f"blocks.{i}."
         h = g.layer_norm(x, p + "ln1")
-        out, state, v_first = _time_mix(g, form, config, i, h, att[i], g.reshape(wkv[i], [-1, H, N, N]), v_first)
+        out, state, v_first = arch.time_mix(g, form, config, i, h, att[i], g.reshape(wkv[i], [-1, H, N, N]), v_first)
         x = g.op("Add", x, out)
         new_att.append(g.reshape(form.last(g, h), [1, -1, C]))
         new_wkv.append(g.reshape(state, [1, -1, H, N, N]))
@@ -370,10 +386,14 @@ def _layers(g: _Graph, form, config: ModelConfig, x: str, att: list, wkv: list, 
             new_ffn.append(g.reshape(g.layer_norm(form.last(g, x), p + "ln2"), [1, -1, C]))
             return None, new_att, new_wkv, new_ffn
         h = g.layer_norm(x, p + "ln2")
-        x = g.op("Add", x, _channel_mix(g, i, h, form.previous(g, h, ffn[i])))
+        x = g.op("Add", x, arch.channel_mix(g, i, h, form.previous(g, h, ffn[i])))
         new_ffn.append(g.reshape(form.last(g, h), [1, -1, C]))
+        x = arch.after_layer(g, i, x)
     head = g.reshape(g.matmul(g.layer_norm(form.last(g, x), "ln_out"), "head"), [-1, config.vocab_size])
     return head, new_att, new_wkv, new_ffn
+
+
+RWKV7 = Architecture(_time_mix, _channel_mix, _StepForm, _ChunkedForm)
 
 
 def _stacked(g: _Graph, results) -> list[str]:
@@ -387,7 +407,7 @@ OUTPUTS = ("logits", "new_att_shift", "new_wkv", "new_ffn_shift")
 
 
 def build_model(weights: Mapping[str, np.ndarray], config: ModelConfig, *, fp16: bool = False,
-                design: str = "prefix") -> onnx.ModelProto:
+                design: str = "prefix", arch: Architecture = RWKV7) -> onnx.ModelProto:
     """The model as an ONNX ModelProto; `weights` come from `prepare_weights`.
 
     `design` is for measurements: "prefix" (the file's design: an If reads the first T - 1
@@ -413,8 +433,8 @@ def build_model(weights: Mapping[str, np.ndarray], config: ModelConfig, *, fp16:
         prefix = _Graph(init, "prefix/")  # T > 1: every token but the last, chunked, to a state
         length = prefix.op("Shape", tokens_slice(prefix, 0, -1), start=1, end=2)
         x = prefix.op("Gather", "emb", tokens_slice(prefix, 0, -1), axis=0)
-        _, *read = _layers(prefix, _ChunkedForm(config, prefix, length), config, x, *per_layer(prefix, state),
-                           logits=False)
+        _, *read = _layers(prefix, arch.chunked_form(config, prefix, length), config, x, *per_layer(prefix, state),
+                           logits=False, arch=arch)
         unchanged = _Graph(init, "unchanged/")  # T == 1: the state as given
         kept = per_layer(unchanged, state) if L > 1 else [[unchanged.op("Identity", t)] for t in state]
         is_prefill = g.op("Greater", g.op("Shape", "tokens", start=1, end=2), g.const([1]))
@@ -426,14 +446,14 @@ def build_model(weights: Mapping[str, np.ndarray], config: ModelConfig, *, fp16:
         x = g.op("Gather", "emb", tokens_slice(g, -1, 2**62), axis=0, name="embedding")  # (B, 1, C)
         if design == "step":
             state_per_layer = per_layer(g, state)
-        results = _stacked(g, _layers(g, _StepForm(config), config, x, *state_per_layer))
+        results = _stacked(g, _layers(g, arch.step_form(config), config, x, *state_per_layer, arch=arch))
     else:
         x = g.op("Gather", "emb", "tokens", axis=0, name="embedding")  # (B, T, C)
         step, chunked = _Graph(init, "step/"), _Graph(init, "chunked/")
-        step_out = _stacked(step, _layers(step, _StepForm(config), config, x, *per_layer(step, state)))
+        step_out = _stacked(step, _layers(step, arch.step_form(config), config, x, *per_layer(step, state), arch=arch))
         length = chunked.op("Shape", "tokens", start=1, end=2)
-        chunked_out = _stacked(chunked, _layers(chunked, _ChunkedForm(config, chunked, length), config, x,
-                                                *per_layer(chunked, state)))
+        chunked_out = _stacked(chunked, _layers(chunked, arch.chunked_form(config, chunked, length), config, x,
+                                                *per_layer(chunked, state), arch=arch))
         is_step = g.op("Equal", g.op("Shape", "tokens", start=1, end=2), g.const([1]))
         results = g.op("If", is_step, name="form", outputs=4,
                        then_branch=step.graph("step", [], _values(step_out, init, logits=True)),
@@ -449,7 +469,8 @@ def build_model(weights: Mapping[str, np.ndarray], config: ModelConfig, *, fp16:
               _value("wkv", [L, "batch", H, N, N]), _value("ffn_shift", [L, "batch", C])]
     outputs = [_value("logits", ["batch", V]), _value("new_att_shift", [L, "batch", C]),
                _value("new_wkv", [L, "batch", H, N, N]), _value("new_ffn_shift", [L, "batch", C])]
-    graph = helper.make_graph(g.nodes, "rwkv7", inputs, outputs, initializer=list(init.tensors.values()))
+    graph = helper.make_graph(g.nodes, f"rwkv{config.version}", inputs, outputs,
+                              initializer=list(init.tensors.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ai-writer")
     model.ir_version = 10  # the IR of opset 21; onnxruntime 1.17+ reads it
     return model

@@ -2,6 +2,7 @@
 
 The package decides at import time whether it is an RWKV-7 build (RWKV_V7_ON=1),
 so it always runs in its own interpreter here; the test process never imports it.
+`rwkv7=False` runs the package's generic class, which detects RWKV-4/5/6 files itself.
 Inputs and outputs go through a JSON file and an .npz file in a temporary directory.
 """
 
@@ -27,12 +28,15 @@ from rwkv.model import RWKV
 
 model = RWKV(req["model"], "cpu fp32")
 out = {}
+def zero_state():  # the generic (v4/5/6) class starts from state None
+    return model.generate_zero_state() if hasattr(model, "generate_zero_state") else None
+
 with torch.no_grad():
     if req["mode"] == "logits":
         ids = [int(t) for t in req["tokens"]]
-        logits, _ = model.forward(list(ids), model.generate_zero_state())
+        logits, _ = model.forward(list(ids), zero_state())
         out["prefill"] = logits.float().cpu().numpy()
-        state = model.generate_zero_state()
+        state = zero_state()
         rows = []
         for t in ids:
             logits, state = model.forward([t], state)
@@ -41,7 +45,7 @@ with torch.no_grad():
     elif req["mode"] == "greedy":
         ids = [int(t) for t in req["tokens"]]
         n = int(req["n_tokens"])
-        logits, state = model.forward(list(ids), model.generate_zero_state())
+        logits, state = model.forward(list(ids), zero_state())
         chosen = []
         for i in range(n):
             tok = int(torch.argmax(logits).item())
@@ -55,9 +59,9 @@ np.savez(sys.argv[2], **out)
 """
 
 
-def _child_env(threads: int) -> dict[str, str]:
+def _child_env(threads: int, rwkv7: bool = True) -> dict[str, str]:
     env = dict(os.environ)
-    env["RWKV_V7_ON"] = "1"
+    env["RWKV_V7_ON"] = "1" if rwkv7 else "0"
     env["RWKV_JIT_ON"] = "1"
     env["RWKV_CUDA_ON"] = "0"
     env.pop("RWKV_DE_VERSION", None)
@@ -78,7 +82,7 @@ def _model_arg(checkpoint_path, tmp: str) -> str:
     return link[: -len(".pth")]
 
 
-def _run(checkpoint_path, request: dict, threads: int) -> dict[str, np.ndarray]:
+def _run(checkpoint_path, request: dict, threads: int, rwkv7: bool = True) -> dict[str, np.ndarray]:
     threads = int(threads)
     if threads < 1:
         raise ValueError("threads must be >= 1")
@@ -92,7 +96,7 @@ def _run(checkpoint_path, request: dict, threads: int) -> dict[str, np.ndarray]:
             json.dump(req, fh)
         proc = subprocess.run(
             [sys.executable, "-c", _WORKER, req_path, out_path],
-            env=_child_env(threads),
+            env=_child_env(threads, rwkv7),
             capture_output=True,
             text=True,
         )
@@ -116,7 +120,7 @@ def _check_ids(ids, name: str) -> list[int]:
     return ids
 
 
-def oracle_logits(checkpoint_path, token_ids: list[int], *, threads: int = 2) -> dict:
+def oracle_logits(checkpoint_path, token_ids: list[int], *, threads: int = 2, rwkv7: bool = True) -> dict:
     """Logits of the package for ``token_ids`` from a zero state.
 
     Returns ``{"prefill": [V] float32`` (all ids fed as one sequence, the package's
@@ -124,7 +128,7 @@ def oracle_logits(checkpoint_path, token_ids: list[int], *, threads: int = 2) ->
     feeding ids[0..t] one token at a time) ``}``.
     """
     ids = _check_ids(token_ids, "token_ids")
-    res = _run(checkpoint_path, {"mode": "logits", "tokens": ids}, threads)
+    res = _run(checkpoint_path, {"mode": "logits", "tokens": ids}, threads, rwkv7)
     return {
         "prefill": np.asarray(res["prefill"], dtype=np.float32),
         "steps": np.asarray(res["steps"], dtype=np.float32),
@@ -132,7 +136,7 @@ def oracle_logits(checkpoint_path, token_ids: list[int], *, threads: int = 2) ->
 
 
 def oracle_greedy(checkpoint_path, prompt_ids: list[int], n_tokens: int, *,
-                  threads: int = 2) -> list[int]:
+                  threads: int = 2, rwkv7: bool = True) -> list[int]:
     """Greedy (argmax) continuation by the package: the prompt as one sequence, then
     ``n_tokens`` argmax picks, each fed back before the next pick. Returns the picks."""
     ids = _check_ids(prompt_ids, "prompt_ids")
@@ -141,5 +145,5 @@ def oracle_greedy(checkpoint_path, prompt_ids: list[int], n_tokens: int, *,
         raise ValueError("n_tokens must be >= 0")
     if n == 0:
         return []
-    res = _run(checkpoint_path, {"mode": "greedy", "tokens": ids, "n_tokens": n}, threads)
+    res = _run(checkpoint_path, {"mode": "greedy", "tokens": ids, "n_tokens": n}, threads, rwkv7)
     return [int(t) for t in res["chosen"]]

@@ -1,4 +1,4 @@
-"""The torch engine: RWKV-7 on the CPU (fp32, bf16) or an NVIDIA GPU (fp16, bf16, fp32)."""
+"""The torch engine: RWKV-7, RWKV-6 or RWKV-5.2 on the CPU (fp32, bf16) or an NVIDIA GPU (fp16, bf16, fp32)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,19 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PREFILL_SEGMENT = 1024  # tokens per forward during a long prefill: bounds memory for any text length
 
 
+def model_class(version: int) -> type[torch.nn.Module]:
+    """The torch module of an architecture version (config.version)."""
+    if version == 7:
+        return RWKV7
+    if version == 6:
+        from ..rwkv6 import RWKV6
+
+        return RWKV6
+    from ..rwkv5 import RWKV5
+
+    return RWKV5
+
+
 class TorchBackend:
     def __init__(self, checkpoint: Checkpoint, device: str = "cpu", precision: str = "fp32"):
         self.name = "cuda" if device.startswith("cuda") else "torch-cpu"
@@ -22,13 +35,14 @@ class TorchBackend:
         self.device = torch.device(device)
         dtype = DTYPES[precision]
         with torch.device("meta"):
-            model = RWKV7(self.config)
+            model = model_class(self.config.version)(self.config)
         weights = {
             key: tensor.to(device=self.device, dtype=dtype)  # no copy when it already matches: mmap stays shared
             for key, tensor in checkpoint.tensors.items()
             if key not in OPTIONAL_LAYER0_KEYS
         }
         model.load_state_dict(weights, strict=True, assign=True)
+        del weights  # else every converted (fp32) weight stays alive beside its oneDNN-packed copy
         self.model = model.prepare_for_inference()
 
     def zero_state(self, batch_size: int) -> RWKV7State:

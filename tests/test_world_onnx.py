@@ -1,0 +1,110 @@
+"""RWKV-5.2 and RWKV-6 through the ONNX export: the graph computes what the torch model computes
+(fp32 within 1e-4, logits and every state tensor), and the ONNX Runtime backend runs a `.pth`
+world checkpoint as it runs an RWKV-7 one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from rwkv_world_factory import write_random_rwkv
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from ai_writer import onnx_export  # noqa: E402
+from ai_writer.backends.torch_backend import TorchBackend  # noqa: E402
+from ai_writer.checkpoint import load_checkpoint  # noqa: E402
+from ai_writer.loading import load_model  # noqa: E402
+from ai_writer.rwkv7 import RWKV7State  # noqa: E402
+
+TOLERANCE = 1e-4
+SHAPES = {
+    "v5.2": dict(version=5, n_layer=2, n_embd=64, head_size=32, vocab_size=60),
+    "v6": dict(version=6, n_layer=2, n_embd=64, head_size=32, vocab_size=60, dim_mix=8, dim_decay=16),
+    "v6-three-heads": dict(version=6, n_layer=1, n_embd=96, head_size=32, vocab_size=30, ffn_dim=200, dim_mix=4,
+                           dim_decay=8),
+}
+
+
+def session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run(sess, tokens, state: RWKV7State):
+    feeds = {"tokens": np.asarray(tokens, dtype=np.int64), "att_shift": state.att_shift.numpy(),
+             "wkv": state.wkv.numpy(), "ffn_shift": state.ffn_shift.numpy()}
+    logits, *new = sess.run(["logits", "new_att_shift", "new_wkv", "new_ffn_shift"], feeds)
+    return logits, RWKV7State(*(torch.from_numpy(t) for t in new))
+
+
+def max_diff(ours, theirs) -> float:
+    (logits, state), (ref_logits, ref_state) = ours, theirs
+    diffs = [np.abs(logits - ref_logits).max()]
+    diffs += [(getattr(state, n) - getattr(ref_state, n)).abs().max().item() for n in ("att_shift", "wkv", "ffn_shift")]
+    return float(max(diffs))
+
+
+@pytest.fixture(scope="module", params=SHAPES, ids=list(SHAPES))
+def model(request, tmp_path_factory, one_torch_thread):
+    """(path, torch backend, {precision: session})."""
+    folder = tmp_path_factory.mktemp("world-onnx")
+    path = folder / "m.pth"
+    write_random_rwkv(path, seed=21, **SHAPES[request.param])
+    checkpoint = load_checkpoint(path)
+    sessions = {precision: session(onnx_export.export_checkpoint(checkpoint, folder / f"m.{precision}.onnx",
+                                                                 precision=precision))
+                for precision in ("fp32", "fp16", "int8")}
+    return path, TorchBackend(checkpoint), sessions
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("length", [1, 2, 15, 16, 17, 45])
+def test_prefill_and_steps_from_a_warm_state_match_torch(model, batch, length):
+    _, backend, sessions = model
+    V = backend.config.vocab_size
+    rng = np.random.default_rng(length * 10 + batch)
+    state = backend.forward(rng.integers(0, V, (batch, 9)), backend.zero_state(batch))[1]
+    tokens = rng.integers(0, V, (batch, length))
+    assert max_diff(run(sessions["fp32"], tokens, state), backend.forward(tokens, state)) < TOLERANCE
+
+
+def test_greedy_continuation_equals_torch(model):
+    _, backend, sessions = model
+    prompt = np.random.default_rng(4).integers(0, backend.config.vocab_size, (1, 30))
+    picks = {}
+    for name, forward in (("torch", backend.forward), ("onnx", lambda t, s: run(sessions["fp32"], t, s))):
+        logits, state = forward(prompt, backend.zero_state(1))
+        chosen = []
+        for _ in range(100):
+            chosen.append(int(logits[0].argmax()))
+            logits, state = forward([[chosen[-1]]], state)
+        picks[name] = chosen
+    assert picks["onnx"] == picks["torch"]
+
+
+def test_fp16_and_int8_exports_stay_close_to_fp32(model):
+    path, backend, sessions = model
+    tokens = np.random.default_rng(8).integers(0, backend.config.vocab_size, (2, 40))
+    reference, _ = backend.forward(tokens, backend.zero_state(2))
+    spread = reference.std()
+    for precision, bound in (("fp16", 0.025), ("int8", 0.25)):  # measured: about 0.002 and 0.03 of the spread
+        logits, _ = run(sessions[precision], tokens, backend.zero_state(2))
+        assert np.abs(logits - reference).max() < bound * spread, precision
+    int8_size = (path.parent / "m.int8.onnx").stat().st_size
+    assert int8_size < 0.6 * (path.parent / "m.fp32.onnx").stat().st_size  # the projections are 8-bit
+
+
+def test_the_onnx_backend_runs_a_world_checkpoint(model, tmp_path):
+    path, backend, _ = model
+    loaded = load_model(path, backend="cpu", precision="fp32", threads=1, need_vocab=False, onnx_cache=tmp_path)
+    assert loaded.config == backend.config and loaded.runs.suffix == ".onnx"
+    tokens = np.random.default_rng(2).integers(0, backend.config.vocab_size, (2, 20))
+    logits, state = loaded.backend.forward(tokens, loaded.backend.zero_state(2))
+    ref_logits, ref_state = backend.forward(tokens, backend.zero_state(2))
+    np.testing.assert_allclose(logits, ref_logits, atol=TOLERANCE, rtol=0)
+    logits, _ = loaded.backend.forward([[1], [2]], state.select([1, 0]))
+    ref_logits, _ = backend.forward([[1], [2]], ref_state.select([1, 0]))
+    np.testing.assert_allclose(logits, ref_logits, atol=TOLERANCE, rtol=0)
