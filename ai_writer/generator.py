@@ -17,7 +17,7 @@ import numpy as np
 
 from .backends import Backend
 from .errors import InputTextError, SettingsError
-from .sampler import PenaltyTracker, SamplerSettings, sample
+from .sampler import PenaltyTracker, SamplerSettings, sample_rows
 from .tokenizer import CharTokenizer
 from .world_tokenizer import WorldTokenizer
 
@@ -107,17 +107,11 @@ class Generator:
         active = list(range(runs))  # rows still writing, in batch order
 
         while active:
-            next_tokens = []
-            for position, index in enumerate(active):
+            next_tokens = sample_rows(logits, after_newline=[rows[i].last_token in line_ends for i in active],
+                                      settings=[self.settings] * len(active), rngs=[rng] * len(active),
+                                      banned_ids=banned, penalties=[rows[i].penalties for i in active])
+            for index, token in zip(active, next_tokens):
                 row = rows[index]
-                token = sample(
-                    logits[position],
-                    after_newline=row.last_token in line_ends,
-                    settings=self.settings,
-                    rng=rng,
-                    banned_ids=banned,
-                    penalties=row.penalties,
-                )
                 if row.penalties is not None:
                     row.penalties.update(token)
                 row.last_token, row.tokens = token, row.tokens + 1
@@ -129,7 +123,6 @@ class Generator:
                     results.append(RunResult(row.run, row.text, row.finish_reason, row.tokens))
                 if chunk:
                     yield Chunk(row.run, chunk)
-                next_tokens.append(token)
             still = [p for p, index in enumerate(active) if not rows[index].done]
             if not still:
                 break

@@ -187,6 +187,74 @@ def sample(
     return int(ids[min(index, ids.size - 1)])
 
 
+def sample_rows(
+    logits: np.ndarray,
+    *,
+    after_newline: Sequence[bool],
+    settings: Sequence[SamplerSettings],
+    rngs: Sequence[np.random.Generator],
+    banned_ids: Sequence[int],
+    penalties: Sequence[PenaltyTracker | None] | None = None,
+) -> list[int]:
+    """`sample` for each row of a batch of logits (R, V), with the same result for every row.
+
+    The softmax and the nucleus cutoff run on all rows at once (a batch of continuations from
+    several requests, each with its own settings and random generator); the draws then happen
+    row by row, in order, so each generator is used exactly as a loop over `sample` uses it.
+    Rows the vectorized path does not cover (+inf or no finite logit) go through `sample`.
+    """
+    count = len(logits)
+    penalties = list(penalties) if penalties is not None else [None] * count
+    z = np.array(logits, dtype=np.float32).reshape(count, -1)  # (R, V)
+    for row, tracker in enumerate(penalties):
+        if tracker is not None and tracker.active:
+            z[row] = tracker.apply(z[row])
+    z[np.isnan(z)] = -np.inf
+    if len(banned_ids):
+        z[:, list(banned_ids)] = -np.inf
+    top = z.max(axis=1)  # (R,)
+    drawn = np.array([s.temperature != 0 for s in settings]) & np.isfinite(top)
+    kept = _kept_rows(z[drawn], top[drawn], [a for a, d in zip(after_newline, drawn) if d],
+                      [s for s, d in zip(settings, drawn) if d])
+    tokens, next_kept = [], iter(kept)
+    for row in range(count):
+        if not np.isfinite(top[row]):  # sample() says what is wrong, or shares out the +inf
+            tokens.append(sample(logits[row], after_newline=after_newline[row], settings=settings[row], rng=rngs[row],
+                                 banned_ids=banned_ids, penalties=penalties[row]))
+        elif not drawn[row]:
+            tokens.append(int(np.argmax(z[row])))
+        else:
+            probs = next(next_kept)
+            if settings[row].top_k:
+                probs = _keep_top_k(probs, settings[row].top_k)
+            ids = np.flatnonzero(probs)
+            weights = _with_temperature(probs[ids], settings[row].temperature)
+            cumulative = np.cumsum(weights)
+            index = int(np.searchsorted(cumulative, rngs[row].random() * cumulative[-1], side="right"))
+            tokens.append(int(ids[min(index, ids.size - 1)]))
+    return tokens
+
+
+def _kept_rows(z: np.ndarray, top: np.ndarray, after_newline: list[bool],
+               settings: list[SamplerSettings]) -> np.ndarray:
+    """kept_probabilities (before top_k) of rows with finite logits, all at once: (R, V)."""
+    if not len(z):
+        return z
+    e = np.exp(z - top[:, None])  # (R, V) float32
+    probs = e / e.sum(axis=1, dtype=np.float32, keepdims=True)
+    threshold = np.array([s.top_p_newline if a else s.top_p for s, a in zip(settings, after_newline)],
+                         dtype=np.float32)
+    size = probs.shape[1]
+    candidates = _NUCLEUS_CANDIDATES if size > _FULL_SORT_MAX_VOCAB else size
+    head = np.sort(np.partition(probs, size - candidates, axis=1)[:, -candidates:], axis=1)[:, ::-1]
+    over = np.cumsum(head, axis=1, dtype=np.float32) > threshold[:, None]
+    cutoff = head[np.arange(len(head)), np.argmax(over, axis=1)]
+    for row in np.flatnonzero(~over.any(axis=1)) if candidates < size else ():
+        cutoff[row] = _nucleus_cutoff(probs[row], threshold[row], candidates=size)  # needs the full sort
+    cutoff = np.minimum(cutoff, np.array([s.allow_p for s in settings], dtype=np.float32))
+    return np.where(probs < cutoff[:, None], np.float32(0), probs)
+
+
 def _masked_logits(logits: np.ndarray, banned_ids: Sequence[int]) -> np.ndarray:
     """float32 copy of `logits` with banned ids and NaN set to -inf; raises if nothing is left."""
     z = np.array(logits, dtype=np.float32).reshape(-1)  # (V,)

@@ -58,6 +58,7 @@ class ServerSettings:
 class AiWriterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: the default 5 makes a burst of clients wait 1 s for a SYN retry
 
     def __init__(self, address: tuple[str, int], settings: ServerSettings, worker: InferenceWorker):
         self.settings, self.worker = settings, worker

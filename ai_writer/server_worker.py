@@ -25,7 +25,7 @@ import numpy as np
 from .backends import Backend
 from .generator import _advance
 from .prefix_cache import PrefixCache
-from .sampler import PenaltyTracker, sample
+from .sampler import PenaltyTracker, sample_rows
 from .server_requests import ApiError, JobSpec
 from .tokenizer import CharTokenizer
 
@@ -208,11 +208,11 @@ class InferenceWorker:
     def _decode_step(self) -> None:
         banned = list(self.tokenizer.banned_ids)
         line_ends = self.tokenizer.line_end_ids
-        tokens = []
-        for position, row in enumerate(self._rows):
-            settings = row.job.spec.settings
-            token = sample(self._logits[position], after_newline=row.last_token in line_ends, settings=settings,
-                           rng=row.rng, banned_ids=banned, penalties=row.penalties)
+        rows = self._rows
+        tokens = sample_rows(self._logits, after_newline=[row.last_token in line_ends for row in rows],
+                             settings=[row.job.spec.settings for row in rows], rngs=[row.rng for row in rows],
+                             banned_ids=banned, penalties=[row.penalties for row in rows])
+        for position, (row, token) in enumerate(zip(rows, tokens)):
             if row.penalties is not None:
                 row.penalties.update(token)
             row.generated.append(token)
@@ -223,7 +223,6 @@ class InferenceWorker:
                 row.job.events.put(("chunk", row.index, chunk))
             if row.done:
                 self._finish(row, position)
-            tokens.append(token)
         self.steps += 1
         keep = [p for p, row in enumerate(self._rows) if not row.done]
         self._keep(keep)

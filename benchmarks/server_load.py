@@ -6,7 +6,7 @@ Starts the server in a subprocess (the shipped model unless --model), then
 Reports completed and failed requests, latency to the first streamed chunk (p50, p99), and
 the aggregate characters/s of each phase; the ratio is what batching buys.
 
-    python benchmarks/server_load.py --clients 16 --requests 10 --chars 200
+    python benchmarks/server_load.py --clients 16 --requests 10 --chars 200 --rounds 5
 """
 
 from __future__ import annotations
@@ -103,20 +103,26 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=200)
     parser.add_argument("--queue", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="single-client and many-client phases, alternating")
     args = parser.parse_args()
     server, port = start_server(args)
+    ratios = []
     try:
         one_request(port, OPENINGS[0], 20, seed=0)  # warm-up
-        single = phase(port, 1, args.requests, args.chars)
-        many = phase(port, args.clients, args.requests, args.chars)
+        for round_ in range(1, args.rounds + 1):  # phases alternate, so a noisy minute hits both
+            single = phase(port, 1, args.requests, args.chars)
+            many = phase(port, args.clients, args.requests, args.chars)
+            for row in (single, many):
+                print(f"round {round_}, clients {row['clients']:>3}: completed {row['completed']}, failed "
+                      f"{row['failed']}, first chunk p50 {row['first_p50_s'] * 1000:.0f} ms, p99 "
+                      f"{row['first_p99_s'] * 1000:.0f} ms, {row['chars_per_s']:.0f} characters/s, "
+                      f"{row['wall_s']:.1f} s", flush=True)
+            ratios.append(many["chars_per_s"] / single["chars_per_s"])
     finally:
         server.terminate()
         server.wait()
-    for row in (single, many):
-        print(f"clients {row['clients']:>3}: completed {row['completed']}, failed {row['failed']}, first chunk p50 "
-              f"{row['first_p50_s'] * 1000:.0f} ms, p99 {row['first_p99_s'] * 1000:.0f} ms, "
-              f"{row['chars_per_s']:.0f} characters/s, {row['wall_s']:.1f} s")
-    print(f"aggregate throughput: {many['chars_per_s'] / single['chars_per_s']:.2f}x one client")
+    print(f"aggregate throughput: {statistics.median(ratios):.2f}x one client (median of {len(ratios)} rounds; "
+          f"{min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":

@@ -324,3 +324,50 @@ def test_fast_path_is_bit_identical_to_a_full_sort(threshold: float) -> None:
         for candidates in (1, 16, 1024, None):
             fast = _nucleus_cutoff(probs, np.float32(threshold), candidates)
             assert fast.tobytes() == _nucleus_cutoff(probs, np.float32(threshold), probs.size).tobytes()
+
+
+@pytest.mark.parametrize("vocab", [50, 5000])
+def test_sample_rows_equals_sample_row_by_row(vocab):
+    from ai_writer.sampler import PenaltyTracker, sample_rows
+
+    rng = np.random.default_rng(vocab)
+    settings = [SamplerSettings(), SamplerSettings(temperature=0), SamplerSettings(top_p=1.0, allow_p=0.0),
+                SamplerSettings(top_k=3, temperature=0.5), SamplerSettings(top_p=0.0, temperature=2.0),
+                SamplerSettings(top_p=0.99, top_p_newline=0.2, presence_penalty=0.5, frequency_penalty=0.3),
+                SamplerSettings(allow_p=0.5), SamplerSettings(temperature=0.05)]
+    for trial in range(40):
+        rows = len(settings)
+        logits = (rng.standard_normal((rows, vocab)) * rng.uniform(0.5, 8)).astype(np.float32)
+        logits[rng.random((rows, vocab)) < 0.01] = np.nan
+        if trial % 5 == 0:
+            logits[2, 7] = np.inf  # shared out by sample()
+        after = list(rng.random(rows) < 0.5)
+        shared = trial % 2 == 0  # rows of one request share a generator
+        seeds = [trial] * rows if shared else list(range(trial, trial + rows))
+        a_rngs = [np.random.default_rng(s) for s in seeds] if not shared else [np.random.default_rng(trial)] * rows
+        b_rngs = [np.random.default_rng(s) for s in seeds] if not shared else [np.random.default_rng(trial)] * rows
+        trackers = []
+        for _ in range(2):
+            tracker = PenaltyTracker(vocab, settings[5])
+            for token in rng.integers(0, vocab, 20):
+                tracker.update(int(token))
+            trackers.append(tracker)
+        a_pen = [None] * 5 + [trackers[0]] + [None] * 2
+        b_pen = [None] * 5 + [trackers[1]] + [None] * 2
+        trackers[1].counts[:] = trackers[0].counts
+        one_by_one = [sample(logits[r], after_newline=after[r], settings=settings[r], rng=a_rngs[r], banned_ids=[0, 3],
+                             penalties=a_pen[r]) for r in range(rows)]
+        together = sample_rows(logits, after_newline=after, settings=settings, rngs=b_rngs, banned_ids=[0, 3],
+                               penalties=b_pen)
+        assert together == one_by_one
+    assert a_rngs[0].random() == b_rngs[0].random()  # the generators advanced alike
+
+
+def test_sample_rows_reports_a_row_without_valid_logits():
+    from ai_writer.sampler import sample_rows
+
+    logits = np.zeros((2, 6), dtype=np.float32)
+    logits[1] = np.nan
+    with pytest.raises(AiWriterError, match="no valid probabilities"):
+        sample_rows(logits, after_newline=[False, False], settings=[SamplerSettings()] * 2,
+                    rngs=[np.random.default_rng(0)] * 2, banned_ids=[])
