@@ -19,6 +19,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from ..errors import ModelFileError
+from .onnx_backend import open_session
 
 PRECISION_OF = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
 
@@ -56,22 +57,9 @@ class WindowIds:
 
 class WindowOnnxBackend:
     def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None):
-        import onnxruntime as ort
-
         self.path = Path(path)
         self.name = backend  # "cpu" or "dml"
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        if backend == "dml":  # DirectML needs these two (onnxruntime-directml's documented requirements)
-            options.enable_mem_pattern = False
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers))
-        except Exception as exc:  # onnxruntime raises its own classes for a bad file: one line, never a traceback
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelFileError(f"{self.path}: cannot load the ONNX model: {first[:300]}") from None
+        self.session = open_session(self.path, backend=backend, providers=providers, threads=threads)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         form = "int64 ids [1, ctx_len] in, logits [1, ctx_len, vocab] out"
         if len(inputs) != 1 or len(outputs) != 1 or inputs[0].type != "tensor(int64)" \

@@ -49,31 +49,36 @@ class OnnxState:
             (self.att_shift, self.wkv, self.ffn_shift), (other.att_shift, other.wkv, other.ffn_shift))))
 
 
+def open_session(path: Path, *, backend: str, providers: Sequence[str], threads: int | None):
+    """An ONNX Runtime session with the options chosen for ai-writer; a bad file is one line."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    # Spin-waiting threads answer fastest when the cores are free, and halve the speed when
+    # another program is busy (benchmarks/RESULTS.md, thread choice). By default the threads
+    # sleep when idle; threads asked for explicitly (--threads) spin, as their cores are meant
+    # for this.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if threads is not None else "0")
+    if backend == "dml":  # DirectML needs these two (onnxruntime-directml's documented requirements)
+        options.enable_mem_pattern = False
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own classes for a bad file: one line, never a traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelFileError(f"{path}: cannot load the ONNX model: {first[:300]}") from None
+
+
 class OnnxBackend:
     def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None):
-        import onnxruntime as ort
-
         self.path = Path(path)
         self.name = backend  # "cpu" or "dml"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
-        options.inter_op_num_threads = 1
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        # Spin-waiting threads answer fastest when the cores are free, and halve the speed when
-        # another program is busy (benchmarks/RESULTS.md, thread choice). By default the threads
-        # sleep when idle; threads asked for explicitly (--threads) spin, as their cores are meant
-        # for this.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if threads is not None else "0")
-        if backend == "dml":  # DirectML needs these two (onnxruntime-directml's documented requirements)
-            options.enable_mem_pattern = False
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers))
-        except Exception as exc:  # onnxruntime raises its own classes for a bad file: one line, never a traceback
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelFileError(f"{self.path}: cannot load the ONNX model: {first[:300]}") from None
+        self.session = open_session(self.path, backend=backend, providers=providers, threads=threads)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.get("ai_writer_format") != ONNX_FORMAT:
             raise ModelFileError(f"{self.path}: not an ai-writer ONNX export (export one with `ai-writer export onnx`)")
