@@ -63,69 +63,32 @@ class ModelConfig:
     def from_tensors(cls, shapes: Mapping[str, tuple[int, ...]], source: str, ctx_len: int = 0) -> "ModelConfig":
         """Infer the config from the shapes of the standard keys of an RWKV-7, RWKV-6 or RWKV-5.2 checkpoint."""
         version = detect_version(shapes, source)
-        if version != 7:
-            return cls._from_tensors_v5_v6(shapes, source, ctx_len, version)
 
-        def shape(key: str) -> tuple[int, ...]:
-            if key not in shapes:
-                raise ModelFileError(f"{source}: not an RWKV-7 checkpoint (no tensor {key!r})")
-            return tuple(shapes[key])
-
-        vocab_size, n_embd = shape("emb.weight")
-        n_head, head_size = shape("blocks.0.att.r_k")
-        layer_ids = {int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k))}
-        n_layer = max(layer_ids) + 1
-        if layer_ids != set(range(n_layer)):
-            raise ModelFileError(f"{source}: layers {sorted(set(range(n_layer)) - layer_ids)} are missing")
-        if n_head * head_size != n_embd:
-            raise ModelFileError(
-                f"{source}: att.r_k has shape {[n_head, head_size]}, which does not divide n_embd {n_embd}"
-            )
-        att = "blocks.0.att."
-        return cls(
-            vocab_size=vocab_size,
-            n_layer=n_layer,
-            n_embd=n_embd,
-            head_size=head_size,
-            ffn_dim=shape("blocks.0.ffn.key.weight")[0],
-            dim_w=shape(att + "w1")[1],
-            dim_a=shape(att + "a1")[1],
-            dim_v=shape("blocks.1.att.v1")[1] if n_layer > 1 else 0,  # layer 0 has no value residual
-            dim_g=shape(att + "g1")[1],
-            ctx_len=ctx_len,
-        )
-
-    @classmethod
-    def _from_tensors_v5_v6(cls, shapes, source: str, ctx_len: int, version: int) -> "ModelConfig":
         def shape(key: str) -> tuple[int, ...]:
             if key not in shapes:
                 raise ModelFileError(f"{source}: not an {NAMES[version]} checkpoint (no tensor {key!r})")
             return tuple(shapes[key])
 
         vocab_size, n_embd = shape("emb.weight")
-        n_head, head_size = shape("blocks.0.att.time_faaaa")
+        heads = "att.r_k" if version == 7 else "att.time_faaaa"  # (n_head, head_size)
+        n_head, head_size = shape("blocks.0." + heads)
         layer_ids = {int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k))}
         n_layer = max(layer_ids) + 1
         if layer_ids != set(range(n_layer)):
             raise ModelFileError(f"{source}: layers {sorted(set(range(n_layer)) - layer_ids)} are missing")
         if n_head * head_size != n_embd:
-            raise ModelFileError(f"{source}: att.time_faaaa has shape {[n_head, head_size]}, "
-                                 f"which does not divide n_embd {n_embd}")
+            raise ModelFileError(
+                f"{source}: {heads} has shape {[n_head, head_size]}, which does not divide n_embd {n_embd}"
+            )
         att = "blocks.0.att."
-        return cls(
-            vocab_size=vocab_size,
-            n_layer=n_layer,
-            n_embd=n_embd,
-            head_size=head_size,
-            ffn_dim=shape("blocks.0.ffn.key.weight")[0],
-            dim_w=shape(att + "time_decay_w1")[1] if version == 6 else 0,
-            dim_a=0,
-            dim_v=0,
-            dim_g=0,
-            ctx_len=ctx_len,
-            version=version,
-            dim_mix=shape(att + "time_maa_w2")[1] if version == 6 else 0,
-        )
+        common = dict(vocab_size=vocab_size, n_layer=n_layer, n_embd=n_embd, head_size=head_size,
+                      ffn_dim=shape("blocks.0.ffn.key.weight")[0], ctx_len=ctx_len, version=version)
+        if version == 7:
+            return cls(**common, dim_w=shape(att + "w1")[1], dim_a=shape(att + "a1")[1],
+                       dim_v=shape("blocks.1.att.v1")[1] if n_layer > 1 else 0,  # layer 0 has no value residual
+                       dim_g=shape(att + "g1")[1])
+        return cls(**common, dim_w=shape(att + "time_decay_w1")[1] if version == 6 else 0, dim_a=0, dim_v=0, dim_g=0,
+                   dim_mix=shape(att + "time_maa_w2")[1] if version == 6 else 0)
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every key of a checkpoint of this config with its stored shape (layer-0 v0/v1/v2 excluded)."""
