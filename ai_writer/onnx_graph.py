@@ -62,16 +62,27 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarra
     return ((x - mean) / np.sqrt(var + LAYER_NORM_EPS) * weight + bias).astype(np.float32)
 
 
-def prepare_weights(tensors: Mapping[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
-    """Fold what never changes, as the torch model does at load: ln0 into the embedding, the
-    projections transposed to [in, out], vectors flattened, the six lerp factors stacked."""
-    C, H, N = config.n_embd, config.n_head, config.head_size
+def float_reader(tensors: Mapping[str, np.ndarray]):
+    """get(key, shape=None): a checkpoint tensor as float32, reshaped if asked."""
 
     def get(key, shape=None):
         array = np.asarray(tensors[key], dtype=np.float32)
         return array.reshape(shape) if shape is not None else array
 
-    out = {"emb": layer_norm(get("emb.weight"), get("blocks.0.ln0.weight"), get("blocks.0.ln0.bias"))}
+    return get
+
+
+def folded_embedding(get) -> np.ndarray:
+    """The embedding with layer 0's ln0 applied once, as every RWKV version reads it."""
+    return layer_norm(get("emb.weight"), get("blocks.0.ln0.weight"), get("blocks.0.ln0.bias"))
+
+
+def prepare_weights(tensors: Mapping[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
+    """Fold what never changes, as the torch model does at load: ln0 into the embedding, the
+    projections transposed to [in, out], vectors flattened, the six lerp factors stacked."""
+    C, H, N = config.n_embd, config.n_head, config.head_size
+    get = float_reader(tensors)
+    out = {"emb": folded_embedding(get)}
     for i in range(config.n_layer):
         p = f"blocks.{i}."
         for name in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.w0", "att.a0", "att.k_k",

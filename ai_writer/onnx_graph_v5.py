@@ -29,7 +29,8 @@ from .onnx_graph import (
     _StepForm,
     _value,
     build_model as _build_model,
-    layer_norm,
+    float_reader,
+    folded_embedding,
 )
 
 CHUNK_LEN = 16  # as rwkv5.CHUNK_LEN (not imported: the ONNX path never imports torch)
@@ -42,12 +43,8 @@ def prepare_weights(tensors: Mapping[str, np.ndarray], config: ModelConfig) -> d
     """Fold what never changes: ln0 into the embedding, projections transposed to [in, out], the
     token-shift factors stacked as "how far toward the previous token", RWKV-5.2's decay as log w."""
     C, H, N = config.n_embd, config.n_head, config.head_size
-
-    def get(key, shape=None):
-        array = np.asarray(tensors[key], dtype=np.float32)
-        return array.reshape(shape) if shape is not None else array
-
-    out = {"emb": layer_norm(get("emb.weight"), get("blocks.0.ln0.weight"), get("blocks.0.ln0.bias"))}
+    get = float_reader(tensors)
+    out = {"emb": folded_embedding(get)}
     for i in range(config.n_layer):
         p = f"blocks.{i}."
         for name in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"):
