@@ -13,7 +13,6 @@ ONNX file, so every other model keeps its own loading path untouched.
 from __future__ import annotations
 
 import dataclasses
-import mmap
 from pathlib import Path
 
 from .backends.select import Choice, choose, cuda_usable, onnx_providers, torch_installed
@@ -33,8 +32,13 @@ def legacy_kind(path: Path) -> str | None:
     if not path.is_file():
         return None
     if path.suffix.lower() == ".onnx":
-        metadata = onnx_metadata(path)
-        return "a-onnx" if metadata is not None and "ai_writer_format" not in metadata else None
+        from .onnx_export import read_onnx_metadata
+
+        try:
+            metadata = read_onnx_metadata(path)
+        except ModelFileError:
+            return None  # not a readable ONNX model: the ordinary loader says what is wrong
+        return "a-onnx" if "ai_writer_format" not in metadata else None
     with open(path, "rb") as f:
         if f.read(2) != b"PK":
             return None
@@ -162,65 +166,3 @@ def vocabulary_for(model_path: Path, kind: str, vocab_path, unknown_char: str, n
         names = model_path.with_suffix(".json").name + (f" or {NEW_VOCABULARY}" if kind == "b" else "")
         raise VocabularyError(f"{model_path}: no vocabulary found; pass --vocab or put {names} beside it")
     return CharTokenizer.from_file(path, unknown_char=unknown_char)
-
-
-def onnx_metadata(path: Path) -> dict[str, str] | None:
-    """The metadata_props of an ONNX file, read from the top-level protobuf fields only (the graph is
-    skipped, not parsed); None when the file is not a readable ONNX model."""
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _metadata_props(data)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _metadata_props(data) -> dict[str, str]:
-    position, found, end, graph = 0, {}, len(data), False
-    while position < end:
-        key, position = _varint(data, position)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            _, position = _varint(data, position)
-        elif wire == 1:
-            position += 8
-        elif wire == 5:
-            position += 4
-        elif wire == 2:
-            size, position = _varint(data, position)
-            if position + size > end:
-                raise ValueError("a field runs past the end of the file")
-            graph = graph or (field == 7 and size > 0)  # ModelProto.graph: a model has one
-            if field == 14:  # ModelProto.metadata_props: StringStringEntryProto {key = 1, value = 2}
-                entry = _strings(bytes(data[position:position + size]))
-                found[entry.get(1, "")] = entry.get(2, "")
-            position += size
-        else:
-            raise ValueError("not a protobuf")
-    if not graph:
-        raise ValueError("no graph: not an ONNX model")
-    return found
-
-
-def _strings(entry: bytes) -> dict[int, str]:
-    position, fields = 0, {}
-    while position < len(entry):
-        key, position = _varint(entry, position)
-        if key & 7 != 2:
-            raise ValueError("unexpected metadata entry")
-        size, position = _varint(entry, position)
-        fields[key >> 3] = entry[position:position + size].decode("utf-8", "replace")
-        position += size
-    return fields
-
-
-def _varint(data, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, position
-        if shift > 63:
-            raise ValueError("varint too long")

@@ -139,6 +139,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     """
     path = Path(path)
     metadata: dict[str, str] = {}
+    graph = False
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -152,6 +153,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
                     length = _varint(f)
                     if f.tell() + length > size:
                         raise ValueError("a field runs past the end")
+                    graph = graph or (field == 7 and length > 0)  # ModelProto.graph: every model has one
                     if field == 14:
                         entry = _string_fields(f.read(length))
                         metadata[entry.get(1, "")] = entry.get(2, "")
@@ -159,6 +161,8 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
                         f.seek(length, os.SEEK_CUR)
                 else:
                     raise ValueError(f"wire type {wire}")
+        if not graph:
+            raise ValueError("it holds no graph")
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the file ({exc.strerror})") from None
     except (ValueError, UnicodeDecodeError) as exc:
