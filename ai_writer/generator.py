@@ -118,7 +118,7 @@ class Generator:
                 # A run ends at a length or before a stop string, both before any bytes still waiting
                 # in the decoder, so they are never shown and need no flush.
                 row.text += row.decoder.decode(token)
-                chunk = _advance(row, max_chars, stop)
+                chunk = settle_row(row, max_chars, stop)
                 if row.done and results is not None:
                     results.append(RunResult(row.run, row.text, row.finish_reason, row.tokens))
                 if chunk:
@@ -133,7 +133,7 @@ class Generator:
             logits, state = self.backend.forward([[t] for t in next_tokens], state)
 
 
-def _advance(row: _Row, max_chars: int, stop: tuple[str, ...]) -> str:
+def settle_row(row: _Row, max_chars: int, stop: tuple[str, ...]) -> str:
     """Settle a row after new text arrived: end it on a stop string or at the length limit,
     and return the text that is now safe to show (none of it may begin a stop string)."""
     for s in stop:

@@ -194,8 +194,8 @@ class Handler(BaseHTTPRequestHandler):
                            headers={"WWW-Authenticate": "Bearer"})
 
     def _json_body(self) -> dict[str, Any]:
+        """The JSON body; on any error before it is fully read, _dispatch closes the connection."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
             raise ApiError(411, "send the body with a Content-Length, not chunked")
         length_text = self.headers.get("Content-Length")
         if length_text is None:
@@ -205,18 +205,14 @@ class Handler(BaseHTTPRequestHandler):
             if length < 0:
                 raise ValueError
         except ValueError:
-            self.close_connection = True
             raise ApiError(400, f"bad Content-Length: {length_text[:40]!r}") from None
         if length > self.server.settings.max_body:
-            self.close_connection = True  # the body stays unread
             raise ApiError(413, f"the request body is {length} bytes; the limit is {self.server.settings.max_body}")
         try:
             raw = self.rfile.read(length)
         except socket.timeout:
-            self.close_connection = True
             raise ApiError(408, "the request body came too slowly") from None
         if len(raw) < length:
-            self.close_connection = True
             raise ApiError(400, "the request body is shorter than its Content-Length")
         self._body_read = True
         return parse_json(raw)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend
-from .generator import _advance
+from .generator import settle_row
 from .prefix_cache import PrefixCache
 from .sampler import PenaltyTracker, sample_rows
 from .server_requests import ApiError, JobSpec
@@ -218,7 +218,7 @@ class InferenceWorker:
             row.generated.append(token)
             row.last_token = token
             row.text += row.decoder.decode(token)
-            chunk = _advance(row, row.job.spec.max_chars, row.job.spec.stop)
+            chunk = settle_row(row, row.job.spec.max_chars, row.job.spec.stop)
             if chunk:
                 row.job.events.put(("chunk", row.index, chunk))
             if row.done:
