@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pexpect
 import pytest
-import torch
 from conftest import DATA
 from server_helpers import json_request, running_server
-from test_legacy_pickle import fake_original_module
+from test_legacy_pickle import save_original_module_with_payload
 
 from ai_writer.backends.legacy_onnx import WindowOnnxBackend
 from ai_writer.cleanup import clean_opening
@@ -181,12 +180,7 @@ def test_a_malicious_release_is_refused_through_the_cli(models, tmp_path, capsys
     marker = tmp_path / "pwned"
     path = tmp_path / f"{A_NAME}.pth"
     shutil.copy(DATA / "tiny_vocab.json", tmp_path / f"{A_NAME}.json")
-    model, modules = fake_original_module(marker)
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    torch.save(model, path)
-    for name in modules:
-        monkeypatch.delitem(sys.modules, name)
+    save_original_module_with_payload(path, marker, monkeypatch)
     code, out, err = cli(capsys, "continue", models / "opening.txt", "--model", path)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "refused to load" in err and "system" in err

@@ -101,15 +101,20 @@ def fake_original_module(marker) -> object:
     return model, {"src": package, "src.model": module}
 
 
-def test_an_original_looking_module_with_a_payload_is_refused(tmp_path, monkeypatch):
-    marker = tmp_path / "pwned"
-    path = tmp_path / "wangwen-2022-02-15.pth"
+def save_original_module_with_payload(path, marker, monkeypatch) -> None:
+    """torch.save a fake `src.model` module whose unpickling would create `marker` with a shell command."""
     model, modules = fake_original_module(marker)
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     torch.save(model, path)
     for name in modules:
         monkeypatch.delitem(sys.modules, name)
+
+
+def test_an_original_looking_module_with_a_payload_is_refused(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "wangwen-2022-02-15.pth"
+    save_original_module_with_payload(path, marker, monkeypatch)
     with pytest.raises(UnsafePickleError, match=r"refused to load: its pickle wants to import (os|posix)\.system"):
         legacy_kind(path)  # the original class came first: refused here, naming the real culprit
     assert not marker.exists()
