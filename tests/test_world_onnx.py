@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from rwkv_world_factory import write_random_rwkv
+from test_onnx_export import max_diff, run, session  # the same graph I/O as RWKV-7's
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -16,7 +16,6 @@ from ai_writer import onnx_export  # noqa: E402
 from ai_writer.backends.torch_backend import TorchBackend  # noqa: E402
 from ai_writer.checkpoint import load_checkpoint  # noqa: E402
 from ai_writer.loading import load_model  # noqa: E402
-from ai_writer.rwkv7 import RWKV7State  # noqa: E402
 
 TOLERANCE = 1e-4
 SHAPES = {
@@ -25,26 +24,6 @@ SHAPES = {
     "v6-three-heads": dict(version=6, n_layer=1, n_embd=96, head_size=32, vocab_size=30, ffn_dim=200, dim_mix=4,
                            dim_decay=8),
 }
-
-
-def session(path):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run(sess, tokens, state: RWKV7State):
-    feeds = {"tokens": np.asarray(tokens, dtype=np.int64), "att_shift": state.att_shift.numpy(),
-             "wkv": state.wkv.numpy(), "ffn_shift": state.ffn_shift.numpy()}
-    logits, *new = sess.run(["logits", "new_att_shift", "new_wkv", "new_ffn_shift"], feeds)
-    return logits, RWKV7State(*(torch.from_numpy(t) for t in new))
-
-
-def max_diff(ours, theirs) -> float:
-    (logits, state), (ref_logits, ref_state) = ours, theirs
-    diffs = [np.abs(logits - ref_logits).max()]
-    diffs += [(getattr(state, n) - getattr(ref_state, n)).abs().max().item() for n in ("att_shift", "wkv", "ffn_shift")]
-    return float(max(diffs))
 
 
 @pytest.fixture(scope="module", params=SHAPES, ids=list(SHAPES))
