@@ -2,7 +2,7 @@
 
 import sys
 
-from ai_writer.cli import main
+from ai_writer.cli.main import main
 
 if __name__ == "__main__":
     main(["continue", *sys.argv[1:]])

@@ -6,7 +6,7 @@ http://127.0.0.1:8266/ and the HTTP API, on the shipped model unless --model say
 
 import sys
 
-from ai_writer.cli import main
+from ai_writer.cli.main import main
 
 if __name__ == "__main__":
     main(["serve", *sys.argv[1:]])

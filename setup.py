@@ -1,6 +1,6 @@
 """Packaging for ai-writer. `pip install .` carries the shipped model in model/ with it."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="ai-writer",
@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["ai_writer", "ai_writer.backends", "ai_writer.model", "ai_writer.web_client"],
+    packages=[*find_packages(include=["ai_writer", "ai_writer.*"]), "ai_writer.model", "ai_writer.web_client"],
     # the top-level model/ and web-client/ folders ship inside the package
     package_dir={"ai_writer.model": "model", "ai_writer.web_client": "web-client"},
     package_data={"ai_writer.model": ["*.safetensors", "*.onnx", "*.json", "*.md"],
@@ -35,5 +35,5 @@ setup(
         # chromium in the web page's tests (never its own browser downloads)
         "dev": ["pytest>=7", "pexpect>=4.8", "rwkv==0.8.32", "torch==2.13.0", "playwright>=1.40,<2"],
     },
-    entry_points={"console_scripts": ["ai-writer=ai_writer.cli:main"]},
+    entry_points={"console_scripts": ["ai-writer=ai_writer.cli.main:main"]},
 )

@@ -1,3 +1,3 @@
-from .cli import main
+from ai_writer.cli.main import main
 
 main()

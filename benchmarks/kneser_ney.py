@@ -16,7 +16,7 @@ three discounts, from that order's count-of-counts n1..n4:
 
     Y = n1 / (n1 + 2 n2),  D1 = 1 - 2Y n2/n1,  D2 = 2 - 3Y n3/n2,  D3+ = 3 - 4Y n4/n3
 
-Tokens are the project's own: `ai_writer.corpus.load_corpus` (min_char_count=5) gives the
+Tokens are the project's own: `ai_writer.training.corpus.load_corpus` (min_char_count=5) gives the
 vocabulary, the training ids (corpus.train) and the held-out ids (corpus.val) exactly as
 `ai-writer eval` sees them, '\\n' and the unknown-character id included.
 
@@ -52,7 +52,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ai_writer.corpus import load_corpus  # noqa: E402
+from ai_writer.training.corpus import load_corpus  # noqa: E402
 
 DEFAULT_FILES = str(ROOT.parent / "shared" / "corpus" / "zh-hans" / "*.txt")
 

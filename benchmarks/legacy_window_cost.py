@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ai_writer.aiwriter_a import AConfig  # noqa: E402
-from ai_writer.aiwriter_b import PRESETS, BConfig  # noqa: E402
-from ai_writer.backends.legacy_torch import RnnTorchBackend, WindowTorchBackend  # noqa: E402
+from ai_writer.models.aiwriter.window import AConfig  # noqa: E402
+from ai_writer.models.aiwriter.rnn import PRESETS, BConfig  # noqa: E402
+from ai_writer.backends.aiwriter_torch import RnnTorchBackend, WindowTorchBackend  # noqa: E402
 
 VOCAB = 8849
 
@@ -116,8 +116,8 @@ def main() -> None:
 
 
 def onnx_rows(a_tensors, text, steps, threads):
-    from ai_writer.backends.legacy_onnx import WindowOnnxBackend
-    from ai_writer.legacy_export import export_window_onnx
+    from ai_writer.backends.aiwriter_onnx import WindowOnnxBackend
+    from ai_writer.export.aiwriter import export_window_onnx
 
     with tempfile.TemporaryDirectory() as folder:
         pth, onnx = Path(folder) / "a.pth", Path(folder) / "a.onnx"

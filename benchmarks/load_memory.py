@@ -27,8 +27,8 @@ def measure(path: str, precision: str, mmap: bool) -> dict:
     torch.set_num_threads(1)
     if not mmap:
         torch.load = _without_mmap(torch.load)  # what load_checkpoint does, less the mmap
-    from ai_writer.backends.torch_backend import TorchBackend
-    from ai_writer.checkpoint import load_checkpoint
+    from ai_writer.backends.rwkv_torch import TorchBackend
+    from ai_writer.models.checkpoint import load_checkpoint
 
     backend = TorchBackend(load_checkpoint(path), precision=precision)
     logits, state = backend.forward([list(range(16))], backend.zero_state(1))

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from ai_writer import onnx_graph  # noqa: E402
-from ai_writer.onnx_export import read_safetensors  # noqa: E402
+from ai_writer.models.rwkv import onnx_v7 as onnx_graph  # noqa: E402
+from ai_writer.export.onnx import read_safetensors  # noqa: E402
 
 
 def main() -> None:
@@ -37,11 +37,11 @@ def main() -> None:
 
     if args.model.endswith(".safetensors"):
         tensors = read_safetensors(args.model)[0]
-        from ai_writer.config import ModelConfig
+        from ai_writer.models.config import ModelConfig
 
         config = ModelConfig.from_tensors({k: t.shape for k, t in tensors.items()}, args.model)
     else:
-        from ai_writer.checkpoint import load_checkpoint
+        from ai_writer.models.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(args.model)
         tensors, config = {k: t.float().numpy() for k, t in checkpoint.tensors.items()}, checkpoint.config

@@ -43,7 +43,7 @@ def main() -> None:
 
     from rwkv.model import RWKV  # noqa: E402
 
-    from ai_writer.loading import load_model
+    from ai_writer.backends.open import load_model
 
     with contextlib.redirect_stdout(io.StringIO()):
         package = RWKV(args.model.removesuffix(".pth"), "cpu fp32")

@@ -6,7 +6,7 @@ the held-out text after the training text,
     bits/char = (bits(train_text + val_text) - bits(train_text)) / characters in val_text
 
 that is, the cost of the held-out text with the whole training text as prior context. The
-texts are rebuilt from the files with the project's split rule (ai_writer.corpus.split_lines
+texts are rebuilt from the files with the project's split rule (ai_writer.training.corpus.split_lines
 and join_lines: the last ceil(5 %) of each file's lines held out, every line followed by
 "\\n", files joined in the order given), and checked against load_corpus, so the held-out
 characters are exactly the ones `ai-writer eval` scores (173,063 for the ten-novel corpus).
@@ -39,13 +39,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ai_writer.corpus import join_lines, load_corpus, read_lines, split_lines  # noqa: E402
+from ai_writer.training.corpus import join_lines, load_corpus, read_lines, split_lines  # noqa: E402
 
 DEFAULT_FILES = str(ROOT.parent / "shared" / "corpus" / "zh-hans" / "*.txt")
 
 
 def split_texts(files: list[str]) -> tuple[str, str]:
-    """(training text, held-out text), built as ai_writer.corpus builds them."""
+    """(training text, held-out text), built as ai_writer.training.corpus builds them."""
     train, val = [], []
     for path in files:
         train_lines, val_lines = split_lines(read_lines(path))

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from ai_writer.loading import default_model_path
-from ai_writer.onnx_files import onnx_for
+from ai_writer.resources import default_model_path
+from ai_writer.export.cache import onnx_for
 
 
 def session(path, threads: int, spinning: bool):

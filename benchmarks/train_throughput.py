@@ -22,9 +22,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from ai_writer.rwkv7 import RWKV7
-from ai_writer.rwkv7_init import init_weights, new_model_config
-from ai_writer.train import TrainOptions, get_batch, make_optimizer, window_loss
+from ai_writer.models.rwkv.rwkv7 import RWKV7
+from ai_writer.models.rwkv.init import init_weights, new_model_config
+from ai_writer.training.train import TrainOptions, get_batch, make_optimizer, window_loss
 
 
 def matmul_peak_gflops(dtype: str, threads: int, size: int = 2048, repeats: int = 5) -> float:

@@ -1,7 +1,7 @@
 """RWKV-5.2, RWKV-6 and RWKV-7 side by side in one run: ai-writer against the official rwkv package.
 
 For each version a random L12-D768 checkpoint with the world vocabulary (65,536) is written once
-(tests/rwkv_world_factory.py, tests/rwkv7_factory.py), then `ai_writer.bench_compare` measures
+(tests/rwkv_world_factory.py, tests/rwkv7_factory.py), then `ai_writer.bench.compare` measures
 decode and prefill tokens/s and peak RSS of ai-writer (ONNX Runtime cpu fp32, torch-cpu fp32)
 and of the package (fp32, CPU; bench_reference.py detects the version and sets RWKV_V7_ON only
 for RWKV-7), each configuration in a fresh process, rounds interleaved. Prints one markdown table
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from ai_writer.bench_compare import compare, table  # noqa: E402
+from ai_writer.bench.compare import compare, table  # noqa: E402
 
 VERSIONS = {5: "RWKV-5.2", 6: "RWKV-6", 7: "RWKV-7"}
 

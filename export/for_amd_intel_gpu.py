@@ -11,7 +11,7 @@ It is the same as `ai-writer export onnx MODEL --precision fp16`.
 
 import sys
 
-from ai_writer.cli import main
+from ai_writer.cli.main import main
 
 if __name__ == "__main__":
     main(["export", "onnx", *sys.argv[1:], "--precision", "fp16"])

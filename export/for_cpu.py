@@ -8,7 +8,7 @@ Run it with `ai-writer continue --backend cpu --precision int8`. The same as
 
 import sys
 
-from ai_writer.cli import main
+from ai_writer.cli.main import main
 
 if __name__ == "__main__":
     main(["export", "onnx", *sys.argv[1:], "--precision", "int8"])

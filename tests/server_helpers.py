@@ -9,9 +9,9 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from ai_writer.loading import load_model
-from ai_writer.server_http import AiWriterHTTPServer, ServerSettings
-from ai_writer.server_worker import InferenceWorker
+from ai_writer.backends.open import load_model
+from ai_writer.server.http import AiWriterHTTPServer, ServerSettings
+from ai_writer.server.worker import InferenceWorker
 
 WEB_CLIENT = Path(__file__).resolve().parent.parent / "web-client"
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import DATA
 
-from ai_writer.aiwriter_a import AConfig, AIWriterA, time_ww
-from ai_writer.backends.legacy_torch import WindowTorchBackend
+from ai_writer.models.aiwriter.window import AConfig, AIWriterA, time_ww
+from ai_writer.backends.aiwriter_torch import WindowTorchBackend
 from ai_writer.errors import ModelFileError
-from ai_writer.legacy_pickle import read_pth
+from ai_writer.models.aiwriter.restricted_pickle import read_pth
 
 HERE = DATA / "aiwriter"
 REF = np.load(HERE / "a_reference.npz")

@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import DATA
 
-import ai_writer.aiwriter_b as aiwriter_b
-from ai_writer.aiwriter_b import PRESETS, AIWriterB, BConfig
-from ai_writer.backends.legacy_torch import RnnTorchBackend
+import ai_writer.models.aiwriter.rnn as aiwriter_b
+from ai_writer.models.aiwriter.rnn import PRESETS, AIWriterB, BConfig
+from ai_writer.backends.aiwriter_torch import RnnTorchBackend
 from ai_writer.errors import ModelFileError
-from ai_writer.legacy_pickle import read_pth
+from ai_writer.models.aiwriter.restricted_pickle import read_pth
 
 HERE = DATA / "aiwriter"
 MANIFEST = json.loads((HERE / "manifest.json").read_text(encoding="utf-8"))["b"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ai_writer.bench_compare import parse_configs, stream_read_gbps, weight_bytes_per_token
-from ai_writer.config import ModelConfig
+from ai_writer.bench.compare import parse_configs, stream_read_gbps, weight_bytes_per_token
+from ai_writer.models.config import ModelConfig
 from ai_writer.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import DATA
 
-from ai_writer.backends.torch_backend import TorchBackend
-from ai_writer.checkpoint import load_checkpoint, save_native
+from ai_writer.backends.rwkv_torch import TorchBackend
+from ai_writer.models.checkpoint import load_checkpoint, save_native
 from ai_writer.errors import ModelFileError
-from ai_writer.tokenizer import CharTokenizer
+from ai_writer.text.char_tokenizer import CharTokenizer
 
 
 class RunsAShellCommand:

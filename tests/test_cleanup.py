@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_writer.cleanup import clean_opening
+from ai_writer.text.cleanup import clean_opening
 
 DATA = Path(__file__).parent / "data"
 CASES = json.loads((DATA / "refine_context_vectors.json").read_text(encoding="utf-8"))["cases"]

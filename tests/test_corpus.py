@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ai_writer.corpus import (
+from ai_writer.training.corpus import (
     build_vocabulary,
     encode_array,
     load_corpus,
@@ -11,7 +11,7 @@ from ai_writer.corpus import (
     split_lines,
 )
 from ai_writer.errors import InputTextError
-from ai_writer.tokenizer import UNKNOWN_CHAR
+from ai_writer.text.char_tokenizer import UNKNOWN_CHAR
 
 
 def write(path, text, encoding="utf-8"):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ai_writer.document import (
+from ai_writer.story.document import (
     MODEL,
     WRITER,
     CountingBackend,
@@ -18,7 +18,7 @@ from ai_writer.document import (
     atomic_write,
 )
 from ai_writer.errors import InputTextError
-from ai_writer.loading import load_model
+from ai_writer.backends.open import load_model
 
 OPENING = "\n这是一颗魔法\n林黛玉竟如此精妙。"
 

@@ -7,8 +7,8 @@ import pytest
 from rwkv7_factory import write_random_rwkv7
 from rwkv_oracle import oracle_greedy, oracle_logits
 
-from ai_writer.backends.torch_backend import TorchBackend
-from ai_writer.checkpoint import load_checkpoint
+from ai_writer.backends.rwkv_torch import TorchBackend
+from ai_writer.models.checkpoint import load_checkpoint
 
 SHAPES = {
     # the AI-Writer size class: width 512, head size 64, the 8849-character vocabulary

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ai_writer.backends import torch_backend
-from ai_writer.backends.torch_backend import TorchBackend
-from ai_writer.checkpoint import load_checkpoint
-from ai_writer.rwkv7 import wkv_chunked, wkv_step
+from ai_writer.backends import rwkv_torch as torch_backend
+from ai_writer.backends.rwkv_torch import TorchBackend
+from ai_writer.models.checkpoint import load_checkpoint
+from ai_writer.models.rwkv.rwkv7 import wkv_chunked, wkv_step
 
 
 def test_chunked_recurrence_equals_step_by_step():

@@ -7,14 +7,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ai_writer.checkpoint import save_native
-from ai_writer.cli_train import eval_command
+from ai_writer.models.checkpoint import save_native
+from ai_writer.cli.train import eval_command
 from ai_writer.errors import InputTextError
-from ai_writer.evaluate import bits_per_character, evaluate_file, evaluate_files
-from ai_writer.loading import load_model
-from ai_writer.rwkv7 import RWKV7
-from ai_writer.rwkv7_init import new_model_config
-from ai_writer.tokenizer import UNKNOWN_CHAR, CharTokenizer
+from ai_writer.training.evaluate import bits_per_character, evaluate_file, evaluate_files
+from ai_writer.backends.open import load_model
+from ai_writer.models.rwkv.rwkv7 import RWKV7
+from ai_writer.models.rwkv.init import new_model_config
+from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 
 TOKENIZER = CharTokenizer(["\n", " ", "a", "b", "c", "d", UNKNOWN_CHAR])
 V = TOKENIZER.vocab_size

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from ai_writer.errors import InputTextError, SettingsError
-from ai_writer.generator import Generator, RunResult
-from ai_writer.loading import load_model
-from ai_writer.sampler import SamplerSettings
+from ai_writer.generation.generator import Generator, RunResult
+from ai_writer.backends.open import load_model
+from ai_writer.generation.sampler import SamplerSettings
 
 
 class CountingBackend:

@@ -20,14 +20,14 @@ from conftest import DATA
 from server_helpers import json_request, running_server
 from test_legacy_pickle import save_original_module_with_payload
 
-from ai_writer.backends.legacy_onnx import WindowOnnxBackend
-from ai_writer.cleanup import clean_opening
-from ai_writer.cli import main
+from ai_writer.backends.aiwriter_onnx import WindowOnnxBackend
+from ai_writer.text.cleanup import clean_opening
+from ai_writer.cli.main import main
 from ai_writer.errors import BackendError
-from ai_writer.generator import Generator
-from ai_writer.legacy_loading import choose_legacy
-from ai_writer.loading import load_model
-from ai_writer.sampler import SamplerSettings
+from ai_writer.generation.generator import Generator
+from ai_writer.backends.aiwriter_open import choose_legacy
+from ai_writer.backends.open import load_model
+from ai_writer.generation.sampler import SamplerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = DATA / "aiwriter"

@@ -15,8 +15,8 @@ import torch
 from conftest import DATA
 
 from ai_writer.errors import ModelFileError
-from ai_writer.legacy_loading import legacy_kind
-from ai_writer.legacy_pickle import TensorShape, UnsafePickleError, read_pth
+from ai_writer.backends.aiwriter_open import legacy_kind
+from ai_writer.models.aiwriter.restricted_pickle import TensorShape, UnsafePickleError, read_pth
 
 HERE = DATA / "aiwriter"
 

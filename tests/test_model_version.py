@@ -8,10 +8,10 @@ import torch
 from rwkv7_factory import write_random_rwkv7
 from rwkv_world_factory import write_random_rwkv
 
-from ai_writer.checkpoint import load_checkpoint
-from ai_writer.config import ModelConfig
+from ai_writer.models.checkpoint import load_checkpoint
+from ai_writer.models.config import ModelConfig
 from ai_writer.errors import ModelFileError
-from ai_writer.model_version import detect_version
+from ai_writer.models.version import detect_version
 
 
 def shapes_of(tensors) -> dict:

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_writer.loading import default_model_path, load_model
+from ai_writer.backends.open import load_model
+from ai_writer.resources import default_model_path
 from ai_writer.errors import ModelFileError
-from ai_writer.onnx_files import export_model, export_name, fingerprint
+from ai_writer.export.cache import export_model, export_name, fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENING = "林黛玉笑道：“你们在说什么？”\n"
@@ -31,7 +32,7 @@ def test_cpu_path_never_imports_torch(tmp_path):
     """The default model from a fresh user folder: exported on first use, then run, all without torch."""
     watcher = (
         "import sys\n"
-        "from ai_writer.cli import main\n"
+        "from ai_writer.cli.main import main\n"
         "try:\n"
         "    main(sys.argv[1:])\n"
         "finally:\n"

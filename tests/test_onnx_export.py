@@ -22,12 +22,14 @@ onnx = pytest.importorskip("onnx")  # the exporter's one extra dependency
 ort = pytest.importorskip("onnxruntime")
 from onnx import numpy_helper  # noqa: E402
 
-from ai_writer import onnx_export, onnx_graph, rwkv7  # noqa: E402
-from ai_writer.backends.torch_backend import TorchBackend  # noqa: E402
-from ai_writer.checkpoint import load_checkpoint, save_native  # noqa: E402
+from ai_writer.export import onnx as onnx_export  # noqa: E402
+from ai_writer.models.rwkv import onnx_v7 as onnx_graph  # noqa: E402
+from ai_writer.models.rwkv import rwkv7  # noqa: E402
+from ai_writer.backends.rwkv_torch import TorchBackend  # noqa: E402
+from ai_writer.models.checkpoint import load_checkpoint, save_native  # noqa: E402
 from ai_writer.errors import ModelFileError, SettingsError  # noqa: E402
-from ai_writer.rwkv7 import RWKV7State  # noqa: E402
-from ai_writer.tokenizer import CharTokenizer  # noqa: E402
+from ai_writer.models.rwkv.rwkv7 import RWKV7State  # noqa: E402
+from ai_writer.text.char_tokenizer import CharTokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "model" / "default.safetensors"
@@ -176,7 +178,7 @@ def held_out_or_sampled_texts(tokenizer, fp32, backend) -> list[str]:
     otherwise (a clean clone) text the fp32 model samples itself, seeded, from the test's opening."""
     corpus = next((folder for folder in HELD_OUT if folder.is_dir()), None)
     if corpus is not None:
-        from ai_writer.corpus import join_lines, read_lines, split_lines
+        from ai_writer.training.corpus import join_lines, read_lines, split_lines
 
         return [join_lines(split_lines(read_lines(path))[1])[:500] for path in sorted(corpus.glob("*.txt"))]
     rng = np.random.default_rng(0)
@@ -386,7 +388,7 @@ def test_export_native_never_imports_torch(tmp_path, tiny_model):
     script = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None  # any import of torch now fails
-        from ai_writer import onnx_export
+        from ai_writer.export import onnx as onnx_export
         for precision in ("fp32", "int8"):
             onnx_export.export_native({str(tmp_path / "m.safetensors")!r}, {str(tmp_path)!r} + f"/m.{{precision}}.onnx",
                                       precision)

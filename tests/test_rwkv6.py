@@ -8,9 +8,9 @@ import pytest
 import torch
 from rwkv_world_factory import write_random_rwkv
 
-from ai_writer.backends.torch_backend import TorchBackend
-from ai_writer.checkpoint import load_checkpoint
-from ai_writer.rwkv6 import RWKV6
+from ai_writer.backends.rwkv_torch import TorchBackend
+from ai_writer.models.checkpoint import load_checkpoint
+from ai_writer.models.rwkv.rwkv6 import RWKV6
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ai_writer.errors import AiWriterError, SettingsError
-from ai_writer.sampler import (
+from ai_writer.generation.sampler import (
     PenaltyTracker,
     SamplerSettings,
     _nucleus_cutoff,
@@ -328,7 +328,7 @@ def test_fast_path_is_bit_identical_to_a_full_sort(threshold: float) -> None:
 
 @pytest.mark.parametrize("vocab", [50, 5000])
 def test_sample_rows_equals_sample_row_by_row(vocab):
-    from ai_writer.sampler import PenaltyTracker, sample_rows
+    from ai_writer.generation.sampler import PenaltyTracker, sample_rows
 
     rng = np.random.default_rng(vocab)
     settings = [SamplerSettings(), SamplerSettings(temperature=0), SamplerSettings(top_p=1.0, allow_p=0.0),
@@ -364,7 +364,7 @@ def test_sample_rows_equals_sample_row_by_row(vocab):
 
 
 def test_sample_rows_reports_a_row_without_valid_logits():
-    from ai_writer.sampler import sample_rows
+    from ai_writer.generation.sampler import sample_rows
 
     logits = np.zeros((2, 6), dtype=np.float32)
     logits[1] = np.nan

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from server_helpers import json_request, raw_exchange, request, running_server, sse_events
 
-from ai_writer.cleanup import clean_opening
-from ai_writer.generator import Generator
-from ai_writer.loading import load_model
-from ai_writer.sampler import SamplerSettings
+from ai_writer.text.cleanup import clean_opening
+from ai_writer.generation.generator import Generator
+from ai_writer.backends.open import load_model
+from ai_writer.generation.sampler import SamplerSettings
 
 OPENING = "林黛玉没想到，这一剑竟如此精妙。"
 

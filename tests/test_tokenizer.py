@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ai_writer.errors import VocabularyError
-from ai_writer.tokenizer import UNKNOWN_CHAR, CharTokenizer
+from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny_vocab.json"

@@ -11,14 +11,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ai_writer.checkpoint import load_checkpoint
-from ai_writer.cli_train import train_command
-from ai_writer.corpus import load_corpus
+from ai_writer.models.checkpoint import load_checkpoint
+from ai_writer.cli.train import train_command
+from ai_writer.training.corpus import load_corpus
 from ai_writer.errors import InputTextError, ModelFileError, SettingsError
-from ai_writer.evaluate import evaluate_file
-from ai_writer.rwkv7 import RWKV7
-from ai_writer.rwkv7_init import init_weights, new_model_config
-from ai_writer.train import (
+from ai_writer.training.evaluate import evaluate_file
+from ai_writer.models.rwkv.rwkv7 import RWKV7
+from ai_writer.models.rwkv.init import init_weights, new_model_config
+from ai_writer.training.train import (
     TrainOptions,
     checkpoint_path,
     eval_windows,
@@ -27,7 +27,7 @@ from ai_writer.train import (
     train,
     window_loss,
 )
-from ai_writer.train_progress import QuietProgress
+from ai_writer.training.progress import QuietProgress
 
 TINY = dict(n_layer=2, n_embd=64, head_size=32, ctx_len=32, batch_size=8, lr=3e-3, warmup_steps=4, threads=1,
             eval_tokens=512)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from server_helpers import running_server
 
-from ai_writer.sampler import SamplerSettings
+from ai_writer.generation.sampler import SamplerSettings
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The machine's network is closed: without these Chromium keeps trying to reach Google's services.

@@ -12,10 +12,10 @@ from test_onnx_export import max_diff, run, session  # the same graph I/O as RWK
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from ai_writer import onnx_export  # noqa: E402
-from ai_writer.backends.torch_backend import TorchBackend  # noqa: E402
-from ai_writer.checkpoint import load_checkpoint  # noqa: E402
-from ai_writer.loading import load_model  # noqa: E402
+from ai_writer.export import onnx as onnx_export  # noqa: E402
+from ai_writer.backends.rwkv_torch import TorchBackend  # noqa: E402
+from ai_writer.models.checkpoint import load_checkpoint  # noqa: E402
+from ai_writer.backends.open import load_model  # noqa: E402
 
 TOLERANCE = 1e-4
 SHAPES = {

@@ -11,8 +11,8 @@ import pytest
 from rwkv_oracle import oracle_greedy, oracle_logits
 from rwkv_world_factory import write_random_rwkv
 
-from ai_writer.backends.torch_backend import TorchBackend
-from ai_writer.checkpoint import load_checkpoint
+from ai_writer.backends.rwkv_torch import TorchBackend
+from ai_writer.models.checkpoint import load_checkpoint
 
 SHAPES = {
     # the world vocabulary, head size 64 as in every released world model

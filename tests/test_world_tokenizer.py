@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_writer.checkpoint import load_checkpoint, save_native
+from ai_writer.models.checkpoint import load_checkpoint, save_native
 from ai_writer.errors import VocabularyError
-from ai_writer.generator import Generator, RunResult
-from ai_writer.loading import load_model
-from ai_writer.repl import model_fingerprint
-from ai_writer.sampler import SamplerSettings
-from ai_writer.tokenizer import UNKNOWN_CHAR, CharTokenizer
-from ai_writer.world_tokenizer import (
+from ai_writer.generation.generator import Generator, RunResult
+from ai_writer.backends.open import load_model
+from ai_writer.repl.session import model_fingerprint
+from ai_writer.generation.sampler import SamplerSettings
+from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
+from ai_writer.text.world_tokenizer import (
     VOCAB_NAME,
     WORLD_VOCAB_SIZE,
     WorldTokenizer,

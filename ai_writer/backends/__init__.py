@@ -4,6 +4,6 @@ Everything above this package (sampler, generator, CLI) works through `Backend` 
 touches torch or onnxruntime directly. `select.py` chooses one at run time.
 """
 
-from .base import Backend
+from ai_writer.backends.base import Backend
 
 __all__ = ["Backend"]

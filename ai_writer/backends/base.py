@@ -6,7 +6,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from ..config import ModelConfig
+from ai_writer.models.config import ModelConfig
 
 
 class State(Protocol):

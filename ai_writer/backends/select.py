@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..errors import BackendError
+from ai_writer.errors import BackendError
 
 DEFAULT_THREADS_HELP = "all cores (on the cpu backend they sleep when idle, so a busy machine slows writing less)"
 BACKENDS = ("auto", "cuda", "dml", "cpu", "torch-cpu")

@@ -1,0 +1,150 @@
+"""Finding and opening a model: the file, its vocabulary, and a backend to run it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ai_writer.backends import Backend
+from ai_writer.backends.select import Choice, choose
+from ai_writer.models.config import ModelConfig
+from ai_writer.errors import ModelFileError, VocabularyError
+from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
+from ai_writer.text.world_tokenizer import WORLD_VOCAB_SIZE, WorldTokenizer, default_world_tokenizer, is_world_vocabulary
+
+
+
+@dataclass
+class LoadedModel:
+    path: Path  # the model file asked for
+    config: ModelConfig
+    tokenizer: CharTokenizer | WorldTokenizer | None  # None only when opened with need_vocab=False
+    backend: Backend
+    choice: Choice
+    runs: Path | None = None  # the .onnx the ONNX Runtime backends run
+
+    def describe(self) -> str:
+        return (
+            f"{self.path.name}: {self.config.describe()}; "
+            f"backend {self.choice.backend} {self.choice.precision} ({self.choice.reason})"
+        )
+
+
+
+def find_vocabulary(model_path: Path) -> Path | None:
+    """The AI-Writer convention: `name.json` beside `name.pth`."""
+    candidate = model_path.with_suffix(".json")
+    return candidate if candidate.is_file() else None
+
+
+def load_model(
+    model_path: str | Path,
+    *,
+    vocab_path: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    unknown_char: str = UNKNOWN_CHAR,
+    backend: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+    need_vocab: bool = True,
+    onnx_cache: str | Path | None = None,
+    notify: Callable[[str], None] = lambda message: None,
+) -> LoadedModel:
+    """Open a model file with its vocabulary on the chosen backend.
+
+    `tokenizer` overrides the tokenizer the model would get (see _tokenizer_for): "char", "world"
+    or a vocabulary file. With need_vocab=False (speed measurements), a model without a
+    vocabulary is accepted.
+    The ONNX Runtime backends (cpu, dml) run the model's ONNX export (onnx_files.py), which
+    this exports into `onnx_cache` on first use; they never import torch.
+    """
+    model_path = Path(model_path)
+    from ai_writer.backends.aiwriter_open import legacy_kind, load_legacy
+
+    kind = legacy_kind(model_path)  # an original AI-Writer release: reads its pickle or ONNX header only
+    if kind is not None:
+        return load_legacy(model_path, kind, vocab_path=vocab_path, tokenizer=tokenizer, unknown_char=unknown_char,
+                           backend=backend, precision=precision, threads=threads, need_vocab=need_vocab)
+    choice = choose(backend, precision)  # before reading gigabytes: a bad choice fails fast
+    if choice.backend in ("cpu", "dml"):
+        return _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
+                          tokenizer)
+    if model_path.suffix.lower() == ".onnx":
+        raise ModelFileError(f"{model_path}: an ONNX file runs on the cpu or dml backend, not on {choice.backend}")
+    from ai_writer.backends.rwkv_torch import TorchBackend
+    from ai_writer.models.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(model_path)
+    tokenizer = _tokenizer_for(model_path, checkpoint.config, checkpoint.tokenizer, vocab_path, unknown_char,
+                               need_vocab, tokenizer)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    device = "cuda" if choice.backend == "cuda" else "cpu"
+    backend = TorchBackend(checkpoint, device=device, precision=choice.precision)
+    return LoadedModel(model_path, checkpoint.config, tokenizer, backend, choice)
+
+
+def _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
+               override) -> LoadedModel:
+    from ai_writer.backends.rwkv_onnx import OnnxBackend
+    from ai_writer.export.cache import onnx_for
+
+    onnx_path, source = onnx_for(model_path, choice.precision, onnx_cache, notify=notify)
+    backend = OnnxBackend(onnx_path, backend=choice.backend, providers=choice.providers, threads=threads)
+    if source is not None and backend.metadata.get("source") != source:
+        raise ModelFileError(
+            f"{onnx_path}: this ONNX file was not exported from {model_path}; re-export it with "
+            f"`ai-writer export onnx {model_path}` or remove it"
+        )
+    if model_path.suffix.lower() == ".onnx" and choice.precision != backend.precision:
+        raise ModelFileError(f"{onnx_path}: this export is {backend.precision}, not {choice.precision}")
+    tokenizer = _tokenizer_for(model_path, backend.config, backend.tokenizer(), vocab_path, unknown_char, need_vocab,
+                               override)
+    return LoadedModel(model_path, backend.config, tokenizer, backend, choice, runs=onnx_path)
+
+
+def _tokenizer_for(model_path: Path, config: ModelConfig, stored: CharTokenizer | WorldTokenizer | None, vocab_path,
+                   unknown_char: str, need_vocab: bool, override: str | Path | None = None):
+    """The tokenizer follows the model: --vocab, else the vocabulary stored in the model file (or the tokenizer
+    its metadata names), else NAME.json beside it, else the world tokenizer for a model of 65,536 ids.
+    `override` (--tokenizer) "world" or a vocabulary file replaces all that; "char" keeps to the character
+    vocabularies. Its size must be the model's."""
+    if override is not None and override != "char":
+        if vocab_path is not None:
+            raise VocabularyError(f"--vocab and --tokenizer {override} both name the vocabulary; give one of them")
+        if override == "world":
+            tokenizer = default_world_tokenizer()
+        elif is_world_vocabulary(override):
+            tokenizer = WorldTokenizer.from_file(override)
+        else:
+            tokenizer = CharTokenizer.from_file(override, unknown_char=unknown_char)
+        return _checked(tokenizer, config, str(override), model_path)
+    if vocab_path is None and stored is not None and not (override == "char" and isinstance(stored, WorldTokenizer)):
+        return _checked(stored, config, str(model_path), model_path)
+    path = vocab_path if vocab_path is not None else find_vocabulary(model_path)
+    if path is None:
+        if override is None and config.vocab_size == WORLD_VOCAB_SIZE:
+            return default_world_tokenizer()
+        if not need_vocab:
+            return None
+        raise VocabularyError(
+            f"{model_path}: no vocabulary found; pass --vocab or put {model_path.with_suffix('.json').name} beside it"
+        )
+    return _checked(CharTokenizer.from_file(path, unknown_char=unknown_char), config, str(path), model_path)
+
+
+def _checked(tokenizer, config: ModelConfig, source: str, model_path: Path):
+    """`tokenizer` if its size is the model's vocabulary size, else a one-line VocabularyError."""
+    from ai_writer.models.checkpoint import check_vocabulary
+
+    if not isinstance(tokenizer, WorldTokenizer):
+        check_vocabulary(config, tokenizer, source, model_path)
+    elif tokenizer.vocab_size != config.vocab_size:
+        raise VocabularyError(
+            f"the world tokenizer {tokenizer.name} has {tokenizer.vocab_size} ids but model {model_path} has a vocabulary "
+            f"of {config.vocab_size}; it needs its character vocabulary (--tokenizer char, --vocab)"
+        )
+    return tokenizer

@@ -1,0 +1,261 @@
+"""The `ai-writer` command line: the only place that reads options and environment variables.
+
+Every command builds validated objects from its options and hands them down; domain errors
+come back as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ai_writer import __version__
+from ai_writer.cli.options import EXIT_ERROR, model_options, open_model, sampling_options
+from ai_writer.cli.model import export_group, info_command
+from ai_writer.cli.serve import serve_command
+from ai_writer.cli.train import eval_command, train_command
+from ai_writer.errors import AiWriterError, InputTextError
+from ai_writer.repl.session import repl_command
+from ai_writer.generation.sampler import SamplerSettings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ai-writer")
+def cli():
+    """ai-writer: continue a novel with a local RWKV model, offline.
+
+    \b
+    Examples:
+      ai-writer continue --len 500 < opening.txt
+      ai-writer continue --model my.pth --runs 3 --seed 7 opening.txt
+    """
+
+
+@cli.command("continue")
+@click.argument("file", default="-", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
+@click.option("-n", "--len", "length", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Characters to write.")
+@click.option("--runs", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+              help="Independent continuations, written together as one batch.")
+@click.option("--stop", multiple=True, help="Stop a continuation just before this text (repeatable).")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed, for a reproducible continuation.")
+@click.option("--raw", is_flag=True, help="Feed the opening as it is, without the AI-Writer clean-up.")
+@click.option("--format", "output_format", type=click.Choice(["text", "jsonl"]), default="text", show_default=True,
+              help="jsonl: one JSON object per line, for programs.")
+@click.option("--no-stream", is_flag=True, help="Print each continuation only when it is complete.")
+@click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
+@model_options
+@sampling_options
+def continue_command(file, length, runs, stop, seed, raw, output_format, no_stream, quiet, model, vocab, unknown_char,
+                     backend, precision, threads, **sampling):
+    """Continue the opening in FILE (or stdin) and stream the new text to stdout.
+
+    \b
+    The opening is cleaned up as AI-Writer does (whitespace at the ends of lines and
+    blank lines removed, a newline put in front) unless --raw is given.
+
+    \b
+    Examples:
+      ai-writer continue --len 500 < opening.txt
+      ai-writer continue opening.txt --runs 3 --seed 42 --format jsonl
+    """
+    import numpy as np
+
+    from ai_writer.text.cleanup import clean_opening
+    from ai_writer.generation.generator import Generator, RunResult
+
+    settings = _settings(sampling)
+    opening = _read_text(file)
+    if not opening.strip():
+        raise InputTextError(f"{_name(file)}: the opening is empty; give some text to continue")
+    context = opening if raw else clean_opening(opening)
+    loaded = open_model(model, vocab, unknown_char, backend, precision, threads, quiet=quiet)
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    status = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    status(f"ai-writer: {loaded.describe()}; seed {seed}")
+
+    generator = Generator(loaded.backend, loaded.tokenizer, settings)
+    began = time.perf_counter()
+    start = generator.prefill(context)
+    prefill_s = time.perf_counter() - began
+    results: list[RunResult] = []
+    out = _Output(output_format, runs, stream=not no_stream, seed=seed)
+    for chunk in generator.stream(start, max_chars=length, runs=runs, rng=np.random.default_rng(seed), stop=stop,
+                                  results=results):
+        out.chunk(chunk.run, chunk.text)
+        while results:
+            out.finished(results.pop(0))
+    for result in results:  # runs that ended with no new text (a stop string right away)
+        out.finished(result)
+    out.close()
+    elapsed = time.perf_counter() - began - prefill_s
+    status(f"ai-writer: read {len(context)} characters ({start.n_tokens} tokens) in {prefill_s:.2f} s, "
+           f"wrote {out.total_chars} in {elapsed:.2f} s ({out.total_chars / max(elapsed, 1e-9):.1f} characters/s)")
+
+
+class _Output:
+    """Writes continuations to stdout as text or JSON lines, streaming run 0 live in text mode."""
+
+    def __init__(self, output_format: str, runs: int, *, stream: bool, seed: int):
+        self.format, self.runs, self.stream, self.seed = output_format, runs, stream, seed
+        self.pending: dict[int, list[str]] = {run: [] for run in range(runs)}
+        self.done: dict[int, object] = {}
+        self.total_chars = 0
+        self.next_run = 0  # in text mode, runs are printed in order
+
+    def chunk(self, run: int, text: str) -> None:
+        self.total_chars += len(text)
+        if self.format == "jsonl":
+            if self.stream:
+                self._write(json.dumps({"run": run, "delta": text}, ensure_ascii=False) + "\n")
+        elif self.stream and run == self.next_run:
+            self._write(text)
+        else:
+            self.pending[run].append(text)
+
+    def finished(self, result) -> None:
+        if self.format == "jsonl":
+            record = {"run": result.run, "done": True, "text": result.text, "chars": len(result.text),
+                      "finish_reason": result.finish_reason, "seed": self.seed}
+            self._write(json.dumps(record, ensure_ascii=False) + "\n")
+            return
+        self.done[result.run] = result
+        while self.next_run in self.done:
+            self._write("".join(self.pending.pop(self.next_run)))
+            self.next_run += 1
+            if self.next_run < self.runs:
+                self._write(f"\n======== run {self.next_run + 1} of {self.runs} ========\n")
+                if self.stream:
+                    self._write("".join(self.pending[self.next_run]))
+                    self.pending[self.next_run] = []
+
+    def close(self) -> None:
+        if self.format == "text" and sys.stdout.isatty():
+            self._write("\n")  # leave the shell prompt on a line of its own
+
+    @staticmethod
+    def _write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+@cli.command("bench")
+@model_options
+@click.option("--decode-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--prefill-tokens", type=click.IntRange(min=2), default=2000, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--compare", "configs", metavar="BACKEND[:PRECISION],...",
+              help="Measure these configurations side by side, each in its own process, e.g. cpu:fp32,cpu:int8.")
+@click.option("--reference", is_flag=True,
+              help="With --compare: measure the official rwkv package (fp32, CPU) in the same run (pip install rwkv).")
+@click.option("--bandwidth", is_flag=True, help="With --compare: measure the memory bandwidth, the bound of decoding.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --compare: interleaved rounds; the table shows medians and spreads.")
+def bench_command(model, vocab, unknown_char, backend, precision, threads, decode_tokens, prefill_tokens, repeats,
+                  configs, reference, bandwidth, rounds):
+    """Measure decode and prefill speed and peak memory; one JSON line per figure.
+
+    \b
+    With --compare, a markdown table of several configurations side by side
+    (and the rwkv package with --reference), medians over --rounds.
+
+    \b
+    Examples:
+      ai-writer bench --model my.pth --threads 2
+      ai-writer bench --model my.pth --threads 2 --compare cpu:fp32,cpu:int8,torch-cpu --reference --bandwidth
+    """
+    if configs:
+        _bench_compare(model, configs, reference, bandwidth, threads, rounds, decode_tokens, prefill_tokens, repeats)
+        return
+    from ai_writer.bench.measure import measure
+
+    loaded = open_model(model, vocab, unknown_char, backend, precision, threads, need_vocab=False)
+    for figure in measure(loaded, threads=threads, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
+                          repeats=repeats):
+        click.echo(json.dumps(figure))
+
+
+def _bench_compare(model, configs, reference, bandwidth, threads, rounds, decode_tokens, prefill_tokens, repeats):
+    from ai_writer.bench.compare import compare, parse_configs, stream_read_gbps, table
+    from ai_writer.resources import default_model_path
+
+    model = model or default_model_path()
+    threads = threads or os.cpu_count() or 1  # the subprocesses get an explicit count, like the package
+    series = compare(Path(model), parse_configs(configs), reference=reference, threads=threads, rounds=rounds,
+                     decode_tokens=decode_tokens, prefill_tokens=prefill_tokens, repeats=repeats,
+                     log=lambda line: click.echo(line, err=True))
+    gbps, config = None, None
+    if bandwidth:
+        from ai_writer.models.checkpoint import load_checkpoint
+
+        gbps, config = stream_read_gbps(threads), load_checkpoint(model).config
+        click.echo(f"streaming read bandwidth, {threads} threads: {gbps:.1f} GB/s", err=True)
+    click.echo(f"{Path(model).name}, {threads} threads, medians of {rounds} rounds (min-max):")
+    click.echo(table(series, config=config, bandwidth_gbps=gbps))
+
+
+cli.add_command(train_command)
+cli.add_command(eval_command)
+cli.add_command(info_command)
+cli.add_command(export_group)
+cli.add_command(repl_command)
+cli.add_command(serve_command)
+
+
+def _settings(sampling: dict) -> SamplerSettings:
+    return SamplerSettings(**sampling)
+
+
+def _name(file: Path) -> str:
+    return "<stdin>" if str(file) == "-" else str(file)
+
+
+def _read_text(file: Path) -> str:
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except FileNotFoundError:
+        raise InputTextError(f"{file}: no such file") from None
+    except OSError as exc:
+        raise InputTextError(f"{file}: cannot read it ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputTextError(
+            f"{_name(file)}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and turns every expected error into one line and exit code 2."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8")
+    try:
+        code = cli.main(args=argv, prog_name="ai-writer", standalone_mode=False)
+    except AiWriterError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`): stop quietly
+        sys.exit(0)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

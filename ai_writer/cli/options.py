@@ -1,0 +1,137 @@
+"""Options shared by the commands that run a model, and turning them into a loaded model."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from ai_writer.backends.select import BACKENDS, DEFAULT_THREADS_HELP as THREADS_HELP, PRECISIONS
+from ai_writer.generation.sampler import SamplerSettings
+from ai_writer.text.char_tokenizer import UNKNOWN_CHAR
+
+EXIT_ERROR = 2
+
+
+class CliError(click.ClickException):
+    exit_code = EXIT_ERROR
+
+
+@dataclass(frozen=True)
+class VocabOptions:
+    """--vocab and --tokenizer, handed to the commands as their one `vocab` argument."""
+
+    path: Path | None = None  # --vocab
+    tokenizer: str | Path | None = None  # --tokenizer: "char", "world" or a vocabulary file; None follows the model
+
+
+def _tokenizer_choice(ctx, param, value):
+    """--tokenizer: the words char and world, else the path of an existing vocabulary file."""
+    if value is None or value in ("char", "world"):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(f"{value!r} is neither char, world nor a vocabulary file", ctx, param)
+    return path
+
+
+def model_options(command):
+    """Options that choose and open a model; shared by every command that runs one."""
+
+    @click.option(
+        "-m",
+        "--model",
+        envvar="AI_WRITER_MODEL",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Model file (.safetensors, RWKV-7 .pth, or its .onnx export; or an original AI-Writer .pth/.onnx). "
+        "Default: $AI_WRITER_MODEL, then the shipped model.",
+    )
+    @click.option(
+        "--vocab",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="AI-Writer vocabulary JSON for a .pth model. Default: the .json beside the model with the same name.",
+    )
+    @click.option(
+        "--tokenizer",
+        metavar="char|world|PATH",
+        callback=_tokenizer_choice,
+        help="Override the tokenizer: char (the model's character vocabulary), world (the RWKV world tokenizer, "
+        "rwkv_vocab_v20230424) or a vocabulary file (AI-Writer .json or RWKV vocabulary .txt). Default: follow the "
+        "model: its stored vocabulary or NAME.json beside it, else world for a model of 65536 tokens.",
+    )
+    @click.option(
+        "--unknown-char",
+        default=UNKNOWN_CHAR,
+        show_default="U+E083",
+        help="The vocabulary's unknown character: text outside the vocabulary maps to it; it is never written.",
+    )
+    @click.option(
+        "--backend",
+        type=click.Choice(list(BACKENDS)),
+        default="auto",
+        show_default=True,
+        help="Where the model runs: cuda (torch, NVIDIA), dml (ONNX Runtime DirectML, AMD/Intel on Windows), "
+        "cpu (ONNX Runtime), torch-cpu. auto: cuda if an NVIDIA GPU is usable, else dml if installed, else cpu.",
+    )
+    @click.option(
+        "--precision",
+        type=click.Choice(list(PRECISIONS)),
+        help="Number format: fp16/bf16/fp32 on cuda, fp16/fp32 on dml, fp32/int8 on cpu, fp32/bf16 on torch-cpu. "
+        "Default: the first of each.",
+    )
+    @click.option("--threads", type=click.IntRange(min=1), help=f"CPU threads for the model. Default: {THREADS_HELP}.")
+    @functools.wraps(command)
+    def wrapper(*args, vocab=None, tokenizer=None, **kwargs):
+        return command(*args, vocab=VocabOptions(vocab, tokenizer), **kwargs)
+
+    return wrapper
+
+
+def sampling_options(command):
+    """The AI-Writer sampling settings, with their defaults and valid ranges in the help."""
+    defaults = SamplerSettings()
+    table = [
+        ("--temperature", "temperature", float, "Randomness; 0 always takes the most likely character."),
+        ("--top-p", "top_p", float, "Nucleus threshold inside a paragraph."),
+        ("--top-p-newline", "top_p_newline", float, "Nucleus threshold right after a newline."),
+        ("--allow-p", "allow_p", float, "Characters at least this likely stay allowed whatever top-p says."),
+        ("--top-k", "top_k", int, "Keep at most this many candidates; 0 = no limit."),
+        ("--presence-penalty", "presence_penalty", float, "Penalty for any character already written."),
+        ("--frequency-penalty", "frequency_penalty", float, "Penalty per (decayed) repetition of a character."),
+        ("--penalty-decay", "penalty_decay", float, "Per-character decay of the repetition counts."),
+    ]
+    for flag, name, kind, text in reversed(table):
+        low, high = SamplerSettings.RANGES[name]
+        valid = f"{low:g} to {high:g}" if high != float("inf") else f"at least {low:g}"
+        command = click.option(
+            flag, name, type=kind, default=getattr(defaults, name), show_default=True, help=f"{text} [{valid}]"
+        )(command)
+    return command
+
+
+def open_model(model, vocab: VocabOptions | Path | None, unknown_char, backend, precision, threads,
+               need_vocab: bool = True, quiet: bool = False):
+    """Open the model the options name: --model, $AI_WRITER_MODEL (click fills it in), else the shipped one."""
+    from ai_writer.backends.open import load_model
+    from ai_writer.resources import default_model_path
+
+    vocab = vocab if isinstance(vocab, VocabOptions) else VocabOptions(vocab)
+
+    if model is None:
+        model = default_model_path()
+        if model is None:
+            raise CliError("no model given and no default model is installed; pass --model PATH or set AI_WRITER_MODEL")
+    if len(unknown_char) != 1:
+        raise CliError(f"--unknown-char must be one character, got {unknown_char!r}")
+    return load_model(model, vocab_path=vocab.path, tokenizer=vocab.tokenizer, unknown_char=unknown_char,
+                      backend=backend, precision=precision,
+                      threads=threads, need_vocab=need_vocab, onnx_cache=onnx_cache_dir(),
+                      notify=(lambda message: None) if quiet else (lambda message: click.echo(f"ai-writer: {message}",
+                                                                                               err=True)))
+
+
+def onnx_cache_dir() -> Path:
+    """Where models are exported to ONNX on first use (the ai-writer user folder)."""
+    return Path(click.get_app_dir("ai-writer")) / "onnx-cache"

@@ -1,0 +1,193 @@
+"""What the HTTP API accepts: request bodies turned into validated `Job` specs, or an `ApiError`.
+
+Two request shapes: ai-writer's own `POST /api/continue` and OpenAI's `POST /v1/completions`.
+Both become a `JobSpec`; this module knows nothing of sockets or the model. Wrong JSON or
+wrong types are 400, settings out of range 422, the OpenAI features we cannot honour 422.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from dataclasses import dataclass, field
+from typing import Any
+
+from ai_writer.text.cleanup import clean_opening
+from ai_writer.errors import SettingsError
+from ai_writer.generation.sampler import SamplerSettings
+
+MAX_CHARS = 10_000  # longest continuation one request may ask for
+MAX_RUNS = 16  # variants (n) per prompt
+MAX_PROMPTS = 16  # prompts in one OpenAI request
+MAX_STOPS = 4
+SAMPLING_NAMES = tuple(SamplerSettings.RANGES)
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {"message", "type", "param"}}` with an HTTP status."""
+
+    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+             405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
+             422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+
+    def __init__(self, status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.TYPES.get(self.status, "invalid_request_error"),
+                          "param": self.param}}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One generation request: prompts, each continued `runs` times from the same state."""
+
+    prompts: tuple[str, ...]  # the text each continuation starts from, as the model reads it
+    runs: int
+    max_chars: int
+    settings: SamplerSettings
+    seed: int | None
+    stop: tuple[str, ...] = ()
+    stream: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)  # echoed back (e.g. the OpenAI model name)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"the request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") \
+            from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars: int) -> JobSpec:
+    """`POST /api/continue` {text, settings: {length, seed, raw, stop, <sampling>}, variants, stream}."""
+    _only(body, {"text", "settings", "variants", "stream"}, "")
+    text = _typed(body, "text", str, None, "")
+    settings = _typed(body, "settings", dict, {}, "") or {}
+    _only(settings, {"length", "seed", "raw", "stop", *SAMPLING_NAMES}, "settings.")
+    raw = _typed(settings, "raw", bool, False, "settings.")
+    prompt = text if raw else clean_opening(text)
+    if not text.strip():
+        raise ApiError(422, "the text is empty; give some text to continue", "text")
+    return JobSpec(
+        prompts=(prompt,),
+        runs=_integer(body, "variants", 1, 1, MAX_RUNS, ""),
+        max_chars=_integer(settings, "length", default_chars, 1, MAX_CHARS, "settings."),
+        settings=_sampling(settings, defaults, "settings."),
+        seed=_seed(settings, "settings."),
+        stop=_stops(settings.get("stop"), "settings.stop"),
+        stream=_typed(body, "stream", bool, True, ""),
+    )
+
+
+def completions_spec(body: dict[str, Any], defaults: SamplerSettings, model_id: str) -> JobSpec:
+    """OpenAI `POST /v1/completions`, with AI-Writer's top_p_newline and allow_p as extensions.
+
+    Omitted sampling settings take the server's defaults (AI-Writer's, see GET /api/info),
+    not OpenAI's. The prompt is read as it is (no clean-up), as OpenAI clients expect.
+    """
+    if "prompt" not in body:
+        raise ApiError(400, "'prompt' is required", "prompt")
+    prompt = body["prompt"]
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise ApiError(400, "'prompt' must be a string or a list of strings", "prompt")
+    if not 1 <= len(prompts) <= MAX_PROMPTS:
+        raise ApiError(422, f"'prompt' must hold 1 to {MAX_PROMPTS} prompts", "prompt")
+    if any(not p for p in prompts):
+        raise ApiError(422, "the prompt is empty; give some text to continue", "prompt")
+    _unsupported(body)
+    model = body.get("model", model_id)
+    if not isinstance(model, str):
+        raise ApiError(400, "'model' must be a string", "model")
+    sampling = {name: body[name] for name in ("temperature", "top_p", "top_p_newline", "allow_p", "top_k",
+                                              "presence_penalty", "frequency_penalty") if body.get(name) is not None}
+    return JobSpec(
+        prompts=tuple(prompts),
+        runs=_integer(body, "n", 1, 1, MAX_RUNS, ""),
+        max_chars=_integer(body, "max_tokens", 16, 1, MAX_CHARS, ""),
+        settings=_sampling(sampling, defaults, ""),
+        seed=_seed(body, ""),
+        stop=_stops(body.get("stop"), "stop"),
+        stream=_typed(body, "stream", bool, False, ""),
+        extras={"model": model},
+    )
+
+
+def _unsupported(body: dict[str, Any]) -> None:
+    """OpenAI fields that change the answer in ways we do not implement: refused unless neutral."""
+    neutral = {"echo": (None, False), "logprobs": (None, 0), "best_of": (None, 1), "suffix": (None, ""),
+               "logit_bias": (None, {})}
+    for name, allowed in neutral.items():
+        if name in body and body[name] not in allowed:
+            raise ApiError(422, f"'{name}' is not supported by this server", name)
+
+
+def _only(mapping: dict[str, Any], known: set[str], prefix: str) -> None:
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ApiError(400, f"unknown field '{prefix}{unknown[0]}'; known: {', '.join(sorted(known))}",
+                       prefix + unknown[0])
+
+
+def _typed(mapping: dict[str, Any], name: str, kind: type, default: Any, prefix: str) -> Any:
+    if name not in mapping or (mapping[name] is None and default is not None):
+        if default is None:
+            raise ApiError(400, f"'{prefix}{name}' is required", prefix + name)
+        return default
+    value = mapping[name]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        words = {str: "a string", dict: "an object", bool: "true or false"}[kind]
+        raise ApiError(400, f"'{prefix}{name}' must be {words}", prefix + name)
+    return value
+
+
+def _integer(mapping: dict[str, Any], name: str, default: int, low: int, high: int, prefix: str) -> int:
+    value = mapping.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ApiError(400, f"'{prefix}{name}' must be a whole number", prefix + name)
+    if not low <= value <= high:
+        raise ApiError(422, f"'{prefix}{name}' must be between {low} and {high}, got {value}", prefix + name)
+    return int(value)
+
+
+def _seed(mapping: dict[str, Any], prefix: str) -> int | None:
+    value = mapping.get("seed")
+    if value is None:
+        return None
+    return _integer(mapping, "seed", 0, 0, 2**63 - 1, prefix)
+
+
+def _sampling(mapping: dict[str, Any], defaults: SamplerSettings, prefix: str) -> SamplerSettings:
+    changes = {name: mapping[name] for name in SAMPLING_NAMES if name in mapping}
+    for name, value in changes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ApiError(400, f"'{prefix}{name}' must be a number", prefix + name)
+    try:
+        return defaults.replace(**changes)
+    except SettingsError as exc:
+        name = next((n for n in changes if str(exc).startswith(n)), None)
+        raise ApiError(422, str(exc), prefix + name if name else None) from None
+
+
+def _stops(value: Any, param: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise ApiError(400, f"'{param}' must be a string or a list of strings", param)
+    if len(stops) > MAX_STOPS:
+        raise ApiError(422, f"'{param}' may hold at most {MAX_STOPS} strings", param)
+    return tuple(s for s in stops if s)

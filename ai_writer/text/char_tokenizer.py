@@ -1,0 +1,214 @@
+"""The character tokenizer of AI-Writer models: one character, one id.
+
+A vocabulary is a table of single characters; a character's id is its index. Characters
+missing from the table are read as the unknown character (U+E083 by default), which the
+sampler never produces. `CharTokenizer.from_file` reads the original AI-Writer vocabulary
+files (a JSON object {"0": ch, "1": ch, ...}, UTF-16 with a BOM) as well as UTF-8 ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ai_writer.errors import VocabularyError
+
+UNKNOWN_CHAR = "\ue083"
+
+_DECIMAL_KEY = re.compile(r"0|[1-9][0-9]*")
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
+_JSON_KINDS.update({bool: "a boolean", type(None): "null"})
+
+
+def _show(text: str) -> str:
+    """Quote `text` for a one-line message; invisible characters become JSON escapes."""
+    return json.dumps(text, ensure_ascii=not text.isprintable())
+
+
+def _code_point(char: str) -> str:
+    return f"U+{ord(char):04X}"
+
+
+class CharTokenizer:
+    """Maps text to ids and back, one character per id.
+
+    >>> tok = CharTokenizer(["\\n", "你", "好", UNKNOWN_CHAR])
+    >>> tok.encode("你好吗")
+    [1, 2, 3]
+    >>> tok.decode([0, 2])
+    '\\n好'
+    """
+
+    def __init__(self, chars: Sequence[str], unknown_char: str = UNKNOWN_CHAR, *, source: str = "") -> None:
+        """Build a tokenizer whose id `i` is `chars[i]`; `source` names the file in errors."""
+        where = f"vocabulary {source}" if source else "vocabulary"
+        if len(chars) == 0:
+            raise VocabularyError(f"{where}: the table is empty")
+        ids: dict[str, int] = {}
+        for i, char in enumerate(chars):
+            if not isinstance(char, str) or len(char) != 1:
+                shown = _show(char) if isinstance(char, str) else repr(char)
+                raise VocabularyError(f"{where}: id {i} is {shown}, expected one character")
+            if char in ids:
+                raise VocabularyError(
+                    f"{where}: ids {ids[char]} and {i} are both {_show(char)} ({_code_point(char)})"
+                )
+            ids[char] = i
+        if unknown_char not in ids:
+            raise VocabularyError(
+                f"{where}: no entry for the unknown character {_code_point(unknown_char)}"
+            )
+        self._chars = tuple(chars)
+        self._ids = ids
+        self._unknown_char = unknown_char
+        self._unknown_id = ids[unknown_char]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._chars)
+
+    @property
+    def unknown_id(self) -> int:
+        """The id every character outside the table is read as."""
+        return self._unknown_id
+
+    @property
+    def unknown_char(self) -> str:
+        return self._unknown_char
+
+    @property
+    def newline_id(self) -> int | None:
+        """The id of "\\n", or None when the table has no newline."""
+        return self._ids.get("\n")
+
+    @property
+    def banned_ids(self) -> tuple[int, ...]:
+        """Ids never to sample: the unknown character."""
+        return (self._unknown_id,)
+
+    @property
+    def line_end_ids(self) -> frozenset[int]:
+        """Ids whose text ends with "\\n" (after them the sampler uses top_p_newline)."""
+        return frozenset({self.newline_id}) - {None}
+
+    @property
+    def chars(self) -> tuple[str, ...]:
+        return self._chars
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(vocab_size={self.vocab_size}, unknown_id={self.unknown_id})"
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the characters of `text`; characters not in the table give `unknown_id`."""
+        lookup = self._ids.get
+        unknown = self._unknown_id
+        return [lookup(char, unknown) for char in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The characters of `ids`; an id outside the table raises VocabularyError."""
+        chars = self._chars
+        pieces = []
+        for i in ids:
+            if not 0 <= i < len(chars):
+                raise VocabularyError(
+                    f"vocabulary: token id {i} is outside the table (ids 0 to {len(chars) - 1})"
+                )
+            pieces.append(chars[i])
+        return "".join(pieces)
+
+    def stream_decoder(self) -> "CharStreamDecoder":
+        """A decoder for ids that arrive one at a time: one id, one character."""
+        return CharStreamDecoder(self)
+
+    def count_unknown(self, text: str) -> int:
+        """How many characters of `text` are read as the unknown character."""
+        lookup = self._ids.get
+        unknown = self._unknown_id
+        return sum(1 for char in text if lookup(char, unknown) == unknown)
+
+    def to_json(self) -> str:
+        """The table as AI-Writer JSON text ({"0": ch, ...}, non-ASCII left raw); write it as UTF-8."""
+        return json.dumps({str(i): char for i, char in enumerate(self._chars)}, ensure_ascii=False)
+
+    @classmethod
+    def from_json_text(cls, text: str, source: str, unknown_char: str = UNKNOWN_CHAR) -> "CharTokenizer":
+        """Parse AI-Writer vocabulary JSON; `source` names where it came from in errors."""
+        where = f"vocabulary {source}"
+
+        def reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+            table: dict[str, object] = {}
+            for key, value in pairs:
+                if key in table:
+                    raise VocabularyError(f"{where}: key {_show(key)} appears twice")
+                table[key] = value
+            return table
+
+        try:
+            table = json.loads(text, object_pairs_hook=reject_duplicate_keys)
+        except json.JSONDecodeError as exc:
+            raise VocabularyError(
+                f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ) from None
+        except RecursionError:
+            raise VocabularyError(f"{where}: not an AI-Writer vocabulary (JSON nested too deeply)") from None
+        if not isinstance(table, dict):
+            raise VocabularyError(
+                f"{where}: expected a JSON object mapping ids to characters, got {_JSON_KINDS[type(table)]}"
+            )
+        for key in table:
+            if not _DECIMAL_KEY.fullmatch(key):
+                raise VocabularyError(f"{where}: key {_show(key)} is not a decimal id")
+        missing = set(range(len(table))).difference(map(int, table))
+        if missing:
+            raise VocabularyError(
+                f'{where}: ids are not contiguous: "{min(missing)}" is missing '
+                f"({len(table)} entries, largest key \"{max(map(int, table))}\")"
+            )
+        chars = [""] * len(table)
+        for key, value in table.items():
+            if not isinstance(value, str) or len(value) != 1:
+                shown = _show(value) if isinstance(value, str) else json.dumps(value)
+                raise VocabularyError(f"{where}: key {_show(key)} maps to {shown}, expected one character")
+            chars[int(key)] = value
+        return cls(chars, unknown_char, source=source)
+
+    @classmethod
+    def from_file(cls, path: str | Path, unknown_char: str = UNKNOWN_CHAR) -> "CharTokenizer":
+        """Read a vocabulary file: UTF-16 with a BOM (the original releases) or UTF-8."""
+        where = f"vocabulary {path}"
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise VocabularyError(f"{where}: file not found") from None
+        except OSError as exc:
+            raise VocabularyError(f"{where}: cannot read the file ({exc.strerror or exc})") from None
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            encoding = "utf-16"  # the BOM gives the byte order and is dropped
+        elif data.startswith(b"\xef\xbb\xbf"):
+            encoding = "utf-8-sig"
+        else:
+            encoding = "utf-8"
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise VocabularyError(
+                f"{where}: not valid {exc.encoding.upper()} text ({exc.reason} at byte {exc.start}); "
+                "expected UTF-16 with a BOM or UTF-8"
+            ) from None
+        return cls.from_json_text(text, str(path), unknown_char)
+
+
+class CharStreamDecoder:
+    """The streaming decoder of a character vocabulary (see world_tokenizer.Utf8StreamDecoder):
+    every id is a whole character, so nothing is ever held back."""
+
+    def __init__(self, tokenizer: CharTokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    def decode(self, token_id: int) -> str:
+        return self._tokenizer.decode([token_id])
+
+    def flush(self) -> str:
+        return ""
