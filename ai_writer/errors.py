@@ -1,8 +1,10 @@
 """Typed domain errors of ai-writer.
 
 Every error's ``str()`` is a one-line message meant for the user, naming the file or
-setting at fault and what is wrong. The boundaries (CLI, HTTP server) turn these into
-clean messages; only tests and debug mode show tracebacks.
+setting at fault and what is wrong. The CLI prints that line alone (``Error: MESSAGE``, exit
+code 2) and the HTTP server answers every error in its one JSON shape; code that calls
+ai-writer as a library (the tests, say) gets the exception itself. Any other exception is a
+bug: the CLI lets its traceback show.
 """
 
 from __future__ import annotations

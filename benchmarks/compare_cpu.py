@@ -47,7 +47,7 @@ def main() -> None:
             for figure, value in run([sys.executable, "-m", "ai_writer", "bench", "--model", model, *threads,
                                       *args.extra.split()]).items():
                 ours[figure].append(value)
-            for figure, value in run([sys.executable, "-m", "ai_writer.bench.reference", "--model", model,
+            for figure, value in run([sys.executable, "-m", "ai_writer.cli.bench_reference", "--model", model,
                                       *threads]).items():
                 theirs[figure].append(value)
         for figure in FIGURES:

@@ -21,7 +21,8 @@ from pathlib import Path
 from ai_writer.story.document import WRITER, Span
 from ai_writer.backends.open import load_model
 from ai_writer.resources import default_model_path
-from ai_writer.repl.session import PlainUI, Repl
+from ai_writer.repl.session import Repl
+from ai_writer.repl.ui import PlainUI
 from ai_writer.generation.sampler import SamplerSettings
 
 PARAGRAPH = "林黛玉笑道：“你们在说什么？”宝玉听了，忙走过来，只见众人都在那里说笑，便也坐下了。\n"

@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from ai_writer.resources import default_model_path
 from ai_writer.export.cache import onnx_for
+from ai_writer.models.formats import recognise
 
 
 def session(path, threads: int, spinning: bool):
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    path, _ = onnx_for(args.model, "fp32", tempfile.gettempdir() + "/ai-writer-thread-choice")
+    path, _ = onnx_for(args.model, recognise(args.model), "fp32", tempfile.gettempdir() + "/ai-writer-thread-choice")
     cores = os.cpu_count() or 1
     settings = [(t, s) for t in sorted({1, cores}) for s in (True, False)]
     sessions = {key: session(path, *key) for key in settings}

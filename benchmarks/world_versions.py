@@ -3,7 +3,7 @@
 For each version a random L12-D768 checkpoint with the world vocabulary (65,536) is written once
 (tests/rwkv_world_factory.py, tests/rwkv7_factory.py), then `ai_writer.bench.compare` measures
 decode and prefill tokens/s and peak RSS of ai-writer (ONNX Runtime cpu fp32, torch-cpu fp32)
-and of the package (fp32, CPU; bench_reference.py detects the version and sets RWKV_V7_ON only
+and of the package (fp32, CPU; cli/bench_reference.py detects the version and sets RWKV_V7_ON only
 for RWKV-7), each configuration in a fresh process, rounds interleaved. Prints one markdown table
 per version and writes them to --out.
 

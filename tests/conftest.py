@@ -1,4 +1,9 @@
-"""Shared fixtures: small random RWKV-7 checkpoints with vocabularies, written once per session."""
+"""Shared fixtures: a private user folder, the small random RWKV-7 model and its ONNX export, each made once per
+session. Plain helpers (paths, subprocess environment, ONNX graph runner) are in helpers.py.
+
+Nothing here imports torch at import time: the fixtures that need it import it, so that a test module that does not
+use them runs without it.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from rwkv7_factory import write_random_rwkv7
-
-DATA = Path(__file__).parent / "data"
+from helpers import DATA
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_user_folder(tmp_path_factory):
+def private_user_folder(tmp_path_factory) -> Path:
     """The ai-writer user folder (ONNX and corpus caches) of the tests, and of the commands they run, is
     a temporary one: the tests neither read a cache left by an earlier run nor fill the real one."""
     before = os.environ.get("XDG_CONFIG_HOME")
-    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config"))
-    yield
+    folder = tmp_path_factory.mktemp("config")
+    os.environ["XDG_CONFIG_HOME"] = str(folder)
+    yield folder
     if before is None:
         os.environ.pop("XDG_CONFIG_HOME", None)
     else:
@@ -29,6 +32,8 @@ def private_user_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """An L2-D64 model over the 50-character conformance vocabulary, with tiny.json beside it."""
+    from rwkv7_factory import write_random_rwkv7
+
     folder = tmp_path_factory.mktemp("tiny")
     path = folder / "tiny.pth"
     write_random_rwkv7(path, n_layer=2, n_embd=64, head_size=32, vocab_size=50, seed=3)
@@ -36,9 +41,42 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx(private_user_folder, tiny_model) -> Path:
+    """The tiny model's fp32 ONNX export, in the ONNX cache of the private user folder: exported once per
+    session, here or by the tests' first `ai-writer` command that ran the tiny model on the cpu backend."""
+    from ai_writer.backends.open import load_model
+
+    folder = private_user_folder / "ai-writer" / "onnx-cache"  # where `ai-writer` keeps its exports under XDG
+    return load_model(tiny_model, backend="cpu", threads=1, onnx_cache=folder).runs
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_cache(tiny_onnx) -> Path:
+    """The ONNX cache folder that holds tiny_onnx: tests that load the tiny model on the cpu backend pass it as
+    `onnx_cache` and find the export made."""
+    return tiny_onnx.parent
+
+
+@pytest.fixture(scope="session")
+def default_onnx(tmp_path_factory) -> dict[str, Path]:
+    """{precision: path} of the shipped model's fp32 and int8 ONNX exports, exported once per session."""
+    from ai_writer.export.cache import export_model
+    from ai_writer.resources import default_model_path
+
+    default = default_model_path()
+    if default is None:
+        pytest.skip("model/default.safetensors is not in this checkout")
+    folder = tmp_path_factory.mktemp("default-onnx")
+    return {precision: export_model(default, folder / f"default.{precision}.onnx", precision)
+            for precision in ("fp32", "int8")}
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run fastest on one thread, and do not stall when other work holds the cores."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from helpers import DATA
 
 from ai_writer.models.aiwriter.window import AConfig, AIWriterA, time_ww
 from ai_writer.backends.aiwriter_torch import WindowTorchBackend

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from helpers import DATA
 
 import ai_writer.models.aiwriter.rnn as aiwriter_b
 from ai_writer.models.aiwriter.rnn import PRESETS, AIWriterB, BConfig

@@ -3,15 +3,13 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from ai_writer.bench.compare import parse_configs, stream_read_gbps, weight_bytes_per_token
 from ai_writer.models.config import ModelConfig
 from ai_writer.errors import SettingsError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_configurations_are_parsed():
@@ -34,6 +32,8 @@ def test_bandwidth_is_measured():
     assert stream_read_gbps(1, megabytes=64, repeats=2) > 0.5
 
 
+@pytest.mark.slow
+@pytest.mark.oracle  # --reference runs the rwkv package
 def test_compare_prints_a_table_with_the_reference(tiny_model):
     result = subprocess.run(
         [sys.executable, "-m", "ai_writer", "bench", "--model", str(tiny_model), "--threads", "1",

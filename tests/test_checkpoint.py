@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from helpers import DATA, RunsAShellCommand
 
 from ai_writer.backends.rwkv_torch import TorchBackend
 from ai_writer.models.checkpoint import load_checkpoint, save_native
 from ai_writer.errors import ModelFileError
 from ai_writer.text.char_tokenizer import CharTokenizer
-
-
-class RunsAShellCommand:
-    """Unpickling this with a permissive unpickler would create the marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_native_file_round_trips_config_vocabulary_and_logits(tiny_model, tmp_path):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from helpers import DATA
 
 from ai_writer.text.cleanup import clean_opening
 
-DATA = Path(__file__).parent / "data"
 CASES = json.loads((DATA / "refine_context_vectors.json").read_text(encoding="utf-8"))["cases"]
 
 

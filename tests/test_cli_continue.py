@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
-from conftest import DATA
+from helpers import DATA, ROOT, RunsAShellCommand, cli_env
 
-ROOT = Path(__file__).resolve().parent.parent
 OPENING = "  这是一颗魔法  \n\n林黛玉竟如此精妙。\n"
 
 
 def run(*args, stdin: str | bytes = OPENING, env_model: str | None = None, entry=("-m", "ai_writer")):
-    env = {k: v for k, v in os.environ.items() if k != "AI_WRITER_MODEL"}
+    env = cli_env()
     if env_model is not None:
         env["AI_WRITER_MODEL"] = env_model
     data = stdin.encode() if isinstance(stdin, str) else stdin
@@ -155,14 +151,11 @@ def test_corrupt_model(tiny_model, tmp_path):
     fails(run("continue", "--model", str(broken)), "tiny.pth", "truncated or corrupt")
 
 
-class Payload:
-    def __reduce__(self):
-        return (os.system, ("touch pwned-by-test",))
-
-
 def test_model_that_wants_to_run_code(tmp_path):
+    import torch
+
     evil = tmp_path / "evil.pth"
-    torch.save({"emb.weight": torch.zeros(1), "x": Payload()}, evil)
+    torch.save({"emb.weight": torch.zeros(1), "x": RunsAShellCommand(ROOT / "pwned-by-test")}, evil)
     fails(run("continue", "--model", str(evil)), "evil.pth", "refused")
     assert not (ROOT / "pwned-by-test").exists()
 

@@ -10,22 +10,21 @@ import pytest
 from ai_writer.story.document import (
     MODEL,
     WRITER,
-    CountingBackend,
     Document,
-    Reader,
     SessionFileError,
     Span,
     atomic_write,
 )
 from ai_writer.errors import InputTextError
+from ai_writer.generation.reading import CountingBackend, Reader
 from ai_writer.backends.open import load_model
 
 OPENING = "\n这是一颗魔法\n林黛玉竟如此精妙。"
 
 
 @pytest.fixture(scope="module")
-def reader(tiny_model, tmp_path_factory):
-    loaded = load_model(tiny_model, backend="cpu", threads=1, onnx_cache=tmp_path_factory.mktemp("onnx"))
+def reader(tiny_model, tiny_onnx_cache):
+    loaded = load_model(tiny_model, backend="cpu", threads=1, onnx_cache=tiny_onnx_cache)
     return Reader(CountingBackend(loaded.backend), loaded.tokenizer)
 
 

@@ -7,28 +7,14 @@ import pytest
 
 from ai_writer.errors import InputTextError, SettingsError
 from ai_writer.generation.generator import Generator, RunResult
+from ai_writer.generation.reading import CountingBackend
 from ai_writer.backends.open import load_model
 from ai_writer.generation.sampler import SamplerSettings
 
 
-class CountingBackend:
-    """Wraps a backend and counts the tokens fed to it."""
-
-    def __init__(self, backend):
-        self.inner, self.fed = backend, 0
-        self.name, self.precision, self.config = backend.name, backend.precision, backend.config
-
-    def zero_state(self, batch_size):
-        return self.inner.zero_state(batch_size)
-
-    def forward(self, token_ids, state):
-        self.fed += sum(len(row) for row in token_ids)
-        return self.inner.forward(token_ids, state)
-
-
 @pytest.fixture(scope="module")
-def loaded(tiny_model):
-    return load_model(tiny_model)
+def loaded(tiny_model, tiny_onnx_cache):
+    return load_model(tiny_model, onnx_cache=tiny_onnx_cache)  # the automatic backend
 
 
 def write(generator, start, **kwargs):

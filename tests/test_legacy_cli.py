@@ -7,7 +7,6 @@ pickled module with its vocabulary beside it by stem, its `.onnx` form, and `_ne
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pexpect
 import pytest
-from conftest import DATA
+from helpers import DATA, ROOT, cli_env, save_original_module_with_payload
 from server_helpers import json_request, running_server
-from test_legacy_pickle import save_original_module_with_payload
 
 from ai_writer.backends.aiwriter_onnx import WindowOnnxBackend
 from ai_writer.text.cleanup import clean_opening
@@ -29,7 +27,6 @@ from ai_writer.backends.aiwriter_open import choose_legacy
 from ai_writer.backends.open import load_model
 from ai_writer.generation.sampler import SamplerSettings
 
-ROOT = Path(__file__).resolve().parent.parent
 HERE = DATA / "aiwriter"
 OPENING = "这是一颗魔法，林黛玉竟如此精妙。\n\n三体舰队众人惊"
 A_NAME = "wangwen-2022-02-15"
@@ -96,8 +93,7 @@ def test_the_onnx_file_has_the_release_form_and_matches_torch(models):
 
 def test_the_classic_command_and_run_py(models):
     """`ai-writer continue --model model/wangwen-2022-02-15.pth --len 500 < opening.txt`, and run.py the same."""
-    env = {k: v for k, v in os.environ.items() if k != "AI_WRITER_MODEL"}
-    env["OMP_NUM_THREADS"] = "1"
+    env = cli_env(OMP_NUM_THREADS="1")
     args = ["--model", str(models / f"{A_NAME}.pth"), "--len", "500", "--seed", "4"]
     results = [subprocess.run([sys.executable, *entry, *args], input=OPENING.encode(), capture_output=True,
                               cwd=ROOT, env=env, timeout=120) for entry in (("-m", "ai_writer", "continue"),
@@ -132,20 +128,20 @@ def test_info_names_the_model_the_backend_and_why(models, capsys):
 
 def test_automatic_choice_of_backend():
     path = Path("m.pth")
-    with_gpu = choose_legacy("a", "auto", None, path, cuda_check=lambda: True, providers=lambda: None,
+    with_gpu = choose_legacy("aiwriter-window", "auto", None, path, cuda_check=lambda: True, providers=lambda: None,
                              has_torch=lambda: True)
     assert (with_gpu.backend, with_gpu.precision) == ("cuda", "fp32")
-    no_gpu = choose_legacy("b", "auto", None, path, cuda_check=lambda: False,
+    no_gpu = choose_legacy("aiwriter-rnn", "auto", None, path, cuda_check=lambda: False,
                            providers=lambda: ["CPUExecutionProvider"], has_torch=lambda: True)
     assert no_gpu.backend == "torch-cpu" and "runs on torch" in no_gpu.reason
-    amd = choose_legacy("a-onnx", "auto", None, path, cuda_check=lambda: True,
+    amd = choose_legacy("aiwriter-window-onnx", "auto", None, path, cuda_check=lambda: True,
                         providers=lambda: ["DmlExecutionProvider", "CPUExecutionProvider"], has_torch=lambda: True)
     assert amd.backend == "dml" and amd.providers[0] == "DmlExecutionProvider"
-    cpu = choose_legacy("a-onnx", "auto", None, path, cuda_check=lambda: False,
+    cpu = choose_legacy("aiwriter-window-onnx", "auto", None, path, cuda_check=lambda: False,
                         providers=lambda: ["CPUExecutionProvider"], has_torch=lambda: False)
     assert cpu.backend == "cpu"
     with pytest.raises(BackendError, match="needs torch"):
-        choose_legacy("a", "auto", None, path, cuda_check=lambda: False, providers=lambda: ["CPUExecutionProvider"],
+        choose_legacy("aiwriter-window", "auto", None, path, cuda_check=lambda: False, providers=lambda: ["CPUExecutionProvider"],
                       has_torch=lambda: False)
 
 
@@ -188,7 +184,7 @@ def test_a_malicious_release_is_refused_through_the_cli(models, tmp_path, capsys
 
 
 def test_the_repl_writes_and_rewrites_with_the_window_model(models):
-    env = {k: v for k, v in os.environ.items() if k != "AI_WRITER_MODEL"}
+    env = cli_env()
     child = pexpect.spawn(sys.executable, ["-m", "ai_writer", "repl", str(models / "opening.txt"), "--model",
                                            str(models / f"{A_NAME}.pth"), "--threads", "1", "--len", "20",
                                            "--plain", "--seed", "1", "--temperature", "0"],

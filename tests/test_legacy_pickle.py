@@ -3,32 +3,19 @@ as the plain state dict, and a pickle that wants to run anything is refused befo
 
 from __future__ import annotations
 
-import os
-import sys
-import types
 import zipfile
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from helpers import DATA, RunsAShellCommand, save_original_module_with_payload
 
 from ai_writer.errors import ModelFileError
-from ai_writer.backends.aiwriter_open import legacy_kind
+from ai_writer.models.formats import recognise
 from ai_writer.models.aiwriter.restricted_pickle import TensorShape, UnsafePickleError, read_pth
 
 HERE = DATA / "aiwriter"
-
-
-class RunsAShellCommand:
-    """Unpickling this with a permissive unpickler would create the marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_the_pickled_module_gives_the_state_dict_bit_for_bit():
@@ -57,7 +44,7 @@ def test_shapes_only_reads_no_storage(tmp_path):
                 target.writestr(item, source.read(item))
     shapes = read_pth(path, shapes_only=True)
     assert shapes["blocks.1.attn.time_w"] == TensorShape((2, 16)) and shapes["tok_emb.weight"].shape == (50, 32)
-    assert legacy_kind(path) == "a"
+    assert recognise(path) == "aiwriter-window"
     with pytest.raises(ModelFileError, match="lacks its storage"):
         read_pth(path)
 
@@ -85,30 +72,8 @@ def test_a_pickle_that_runs_a_shell_command_is_refused_and_nothing_runs(tmp_path
     assert "\n" not in message and "refused" in message and "system" in message and str(path) in message
     with pytest.raises(UnsafePickleError):
         read_pth(path)
-    assert legacy_kind(path) is None  # no original class in it: left to the ordinary (also safe) loader
+    assert recognise(path) == "pth"  # no original class in it: left to the ordinary (also safe) loader
     assert not marker.exists()
-
-
-def fake_original_module(marker) -> object:
-    """A whole-module pickle shaped like the 2022-02-15 release (class src.model.GPT), carrying a payload."""
-    package, module = types.ModuleType("src"), types.ModuleType("src.model")
-    GPT = type("GPT", (), {"__module__": "src.model"})
-    module.GPT, package.model = GPT, module
-    model = GPT()
-    model._parameters = OrderedDict(weight=torch.zeros(2, 2))
-    model._buffers, model._modules = OrderedDict(), OrderedDict()
-    model.payload = RunsAShellCommand(marker)
-    return model, {"src": package, "src.model": module}
-
-
-def save_original_module_with_payload(path, marker, monkeypatch) -> None:
-    """torch.save a fake `src.model` module whose unpickling would create `marker` with a shell command."""
-    model, modules = fake_original_module(marker)
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    torch.save(model, path)
-    for name in modules:
-        monkeypatch.delitem(sys.modules, name)
 
 
 def test_an_original_looking_module_with_a_payload_is_refused(tmp_path, monkeypatch):
@@ -116,7 +81,7 @@ def test_an_original_looking_module_with_a_payload_is_refused(tmp_path, monkeypa
     path = tmp_path / "wangwen-2022-02-15.pth"
     save_original_module_with_payload(path, marker, monkeypatch)
     with pytest.raises(UnsafePickleError, match=r"refused to load: its pickle wants to import (os|posix)\.system"):
-        legacy_kind(path)  # the original class came first: refused here, naming the real culprit
+        recognise(path)  # the original class came first: refused here, naming the real culprit
     assert not marker.exists()
 
 
@@ -134,15 +99,17 @@ def test_truncated_or_foreign_files_are_one_line_errors(tmp_path, cut):
         read_pth(text)
 
 
-@pytest.mark.parametrize("decay_shape, kind", [((8, 1), "b"), ((8,), None), ((2, 4), None), ((1, 1, 8), None)])
+@pytest.mark.parametrize("decay_shape, kind", [((8, 1), "aiwriter-rnn"), ((8,), "pth"), ((2, 4), "pth"), ((1, 1, 8), "pth")])
 def test_generations_are_told_apart_by_their_keys(tmp_path, decay_shape, kind):
     """A `_new_` model has (C, 1) decays; RWKV-4, -5 and -6 checkpoints (C,), (H, N), (1, 1, C) are not one."""
     path = tmp_path / "m.pth"
     torch.save({"emb.weight": torch.zeros(50, 8), "blocks.0.att.time_decay": torch.zeros(decay_shape)}, path)
-    assert legacy_kind(path) == kind
+    assert recognise(path) == kind
 
 
 def test_other_models_keep_their_own_loader(tiny_model, tmp_path):
-    assert legacy_kind(tiny_model) is None  # an RWKV-7 .pth
-    assert legacy_kind(tmp_path / "missing.pth") is None
-    assert legacy_kind(HERE / "a_tiny_state_dict.pth") == "a" and legacy_kind(HERE / "b_off_tiny.pth") == "b"
+    assert recognise(tiny_model) == "pth"  # an RWKV-7 .pth
+    with pytest.raises(ModelFileError, match="no such model file"):
+        recognise(tmp_path / "missing.pth")
+    assert recognise(HERE / "a_tiny_state_dict.pth") == "aiwriter-window"
+    assert recognise(HERE / "b_off_tiny.pth") == "aiwriter-rnn"

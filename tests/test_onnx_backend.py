@@ -3,27 +3,23 @@ importing torch, agreeing with torch, and one-line errors for a bad or mismatche
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, cli_env
 
 from ai_writer.backends.open import load_model
-from ai_writer.resources import default_model_path
 from ai_writer.errors import ModelFileError
 from ai_writer.export.cache import export_model, export_name, fingerprint
 
-ROOT = Path(__file__).resolve().parent.parent
 OPENING = "林黛玉笑道：“你们在说什么？”\n"
 
 
 def cli(*args, stdin: str = OPENING, env_extra: dict | None = None, code: str | None = None):
-    env = {k: v for k, v in os.environ.items() if k != "AI_WRITER_MODEL"}
-    env.update(env_extra or {})
+    env = cli_env(**(env_extra or {}))
     command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "ai_writer", *args]
     return subprocess.run(command, input=stdin.encode(), capture_output=True, cwd=ROOT, env=env, timeout=240)
 
@@ -69,8 +65,8 @@ def test_onnx_and_torch_backends_agree(tiny_model, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
 
 
-def test_onnx_state_rows_are_independent_copies(tiny_model, tmp_path):
-    backend = load_model(tiny_model, backend="cpu", onnx_cache=tmp_path, threads=1).backend
+def test_onnx_state_rows_are_independent_copies(tiny_model, tiny_onnx_cache):
+    backend = load_model(tiny_model, backend="cpu", onnx_cache=tiny_onnx_cache, threads=1).backend
     _, state = backend.forward([[1, 2, 3], [4, 5, 6]], backend.zero_state(2))
     kept = [t.copy() for t in (state.att_shift, state.wkv, state.ffn_shift)]
     picked = state.select([1, 1, 0])
@@ -118,13 +114,11 @@ def test_a_corrupt_onnx_file_is_one_line(tmp_path, content):
     result = cli("continue", "--model", str(bad), "--len", "5")
     lines = result.stderr.decode().strip().splitlines()
     assert result.returncode == 2
-    assert len(lines) == 1 and lines[0].startswith(f"Error: {bad}: cannot load the ONNX model")
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {bad}: not an ONNX model file (truncated or corrupt?)")
 
 
-def test_an_onnx_file_runs_directly_and_carries_its_vocabulary(tmp_path):
-    default = default_model_path()
-    out = tmp_path / "d.onnx"
-    export_model(default, out, "fp32")
+def test_an_onnx_file_runs_directly_and_carries_its_vocabulary(default_onnx):
+    out = default_onnx["fp32"]
     loaded = load_model(out, threads=1)
     assert loaded.choice.backend == "cpu"
     assert loaded.tokenizer is not None and loaded.tokenizer.vocab_size == loaded.config.vocab_size
@@ -159,8 +153,8 @@ def test_quiet_continue_prints_no_export_notice(tiny_model, tmp_path):
     assert list((tmp_path / "ai-writer" / "onnx-cache").glob("*.onnx"))
 
 
-def test_onnx_states_of_separate_texts_join_into_one_batch(tiny_model, tmp_path):
-    backend = load_model(tiny_model, backend="cpu", onnx_cache=tmp_path, threads=1).backend
+def test_onnx_states_of_separate_texts_join_into_one_batch(tiny_model, tiny_onnx_cache):
+    backend = load_model(tiny_model, backend="cpu", onnx_cache=tiny_onnx_cache, threads=1).backend
     _, first = backend.forward([[7, 8, 9]], backend.zero_state(1))
     _, second = backend.forward([[1, 2]], backend.zero_state(1))
     joined = first.concat(second)

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, max_diff, run, session
 from rwkv7_factory import write_random_rwkv7
 
 onnx = pytest.importorskip("onnx")  # the exporter's one extra dependency
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")  # where the exported graphs run
 from onnx import numpy_helper  # noqa: E402
 
 from ai_writer.export import onnx as onnx_export  # noqa: E402
@@ -28,10 +29,10 @@ from ai_writer.models.rwkv import rwkv7  # noqa: E402
 from ai_writer.backends.rwkv_torch import TorchBackend  # noqa: E402
 from ai_writer.models.checkpoint import load_checkpoint, save_native  # noqa: E402
 from ai_writer.errors import ModelFileError, SettingsError  # noqa: E402
+from ai_writer.models.onnx_file import read_onnx_metadata  # noqa: E402
 from ai_writer.models.rwkv.rwkv7 import RWKV7State  # noqa: E402
 from ai_writer.text.char_tokenizer import CharTokenizer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "model" / "default.safetensors"
 HELD_OUT = [ROOT / "corpus" / "zh-hans", ROOT.parent / "shared" / "corpus" / "zh-hans"]  # where the corpus may be
 TOLERANCE = 1e-4
@@ -47,30 +48,6 @@ OPENING = (
 )
 
 
-def session(path):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run(sess, tokens, state: RWKV7State):
-    """Run the ONNX graph on a torch state; returns (logits, new state as RWKV7State)."""
-    feeds = {"tokens": np.asarray(tokens, dtype=np.int64), "att_shift": state.att_shift.numpy(),
-             "wkv": state.wkv.numpy(), "ffn_shift": state.ffn_shift.numpy()}
-    logits, *new = sess.run(["logits", "new_att_shift", "new_wkv", "new_ffn_shift"], feeds)
-    return logits, RWKV7State(*(torch.from_numpy(t) for t in new))
-
-
-def max_diff(ours, theirs) -> float:
-    """The largest absolute difference over the logits and the three state tensors."""
-    (logits, state), (ref_logits, ref_state) = ours, theirs
-    diffs = [np.abs(logits - ref_logits).max()]
-    diffs += [(getattr(state, n) - getattr(ref_state, n)).abs().max().item() for n in ("att_shift", "wkv", "ffn_shift")]
-    return float(max(diffs))
-
-
 def warm_state(backend, batch: int, seed: int) -> RWKV7State:
     """A non-zero state with different rows: each row has read its own random text."""
     tokens = np.random.default_rng(seed).integers(0, backend.config.vocab_size, (batch, 9))
@@ -78,11 +55,9 @@ def warm_state(backend, batch: int, seed: int) -> RWKV7State:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model, tmp_path_factory, one_torch_thread):
+def tiny(tiny_model, tiny_onnx, one_torch_thread):
     """(torch backend, fp32 ONNX session) of the tiny L2-D64 model."""
-    checkpoint = load_checkpoint(tiny_model)
-    path = onnx_export.export_checkpoint(checkpoint, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
-    return TorchBackend(checkpoint), session(path)
+    return TorchBackend(load_checkpoint(tiny_model)), session(tiny_onnx)
 
 
 # ---- fp32 parity with the torch model -------------------------------------------------------------
@@ -128,15 +103,10 @@ def test_other_shapes_match_torch(shape, tmp_path, one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def default_model(tmp_path_factory, one_torch_thread):
+def default_model(default_onnx, one_torch_thread):
     """(tokenizer, torch backend, fp32 session, int8 session) of the shipped model, exported without torch's help."""
-    if not DEFAULT_MODEL.is_file():
-        pytest.skip("model/default.safetensors is not in this checkout")
-    folder = tmp_path_factory.mktemp("default")
     checkpoint = load_checkpoint(DEFAULT_MODEL)
-    fp32 = session(onnx_export.export_native(DEFAULT_MODEL, folder / "default.onnx"))
-    int8 = session(onnx_export.export_native(DEFAULT_MODEL, folder / "default.int8.onnx", precision="int8"))
-    return checkpoint.tokenizer, TorchBackend(checkpoint), fp32, int8
+    return checkpoint.tokenizer, TorchBackend(checkpoint), session(default_onnx["fp32"]), session(default_onnx["int8"])
 
 
 def test_default_model_prefill_and_greedy_steps_match_torch(default_model):
@@ -196,6 +166,7 @@ def held_out_or_sampled_texts(tokenizer, fp32, backend) -> list[str]:
     return [tokenizer.decode(row) for row in rows]
 
 
+@pytest.mark.slow
 def test_int8_bits_per_character_within_3_percent_of_fp32(default_model):
     tokenizer, backend, fp32, int8 = default_model
     texts = held_out_or_sampled_texts(tokenizer, fp32, backend)
@@ -271,7 +242,7 @@ def test_metadata_round_trip(tmp_path):
         pytest.skip("model/default.safetensors is not in this checkout")
     path = onnx_export.export_native(DEFAULT_MODEL, tmp_path / "d.onnx", source="fingerprint-123")
     _, stored = onnx_export.read_safetensors(DEFAULT_MODEL)
-    metadata = onnx_export.read_onnx_metadata(path)
+    metadata = read_onnx_metadata(path)
     assert metadata == dict(session(path).get_modelmeta().custom_metadata_map)
     assert metadata == {"ai_writer_format": "ai-writer-onnx-1", "config": stored["config"], "precision": "fp32",
                         "vocab": stored["vocab"], "unknown_char": stored["unknown_char"], "source": "fingerprint-123"}
@@ -281,14 +252,14 @@ def test_metadata_round_trip(tmp_path):
 def test_pth_export_carries_config_and_default_source(tmp_path, tiny_model):
     checkpoint = load_checkpoint(tiny_model)
     path = onnx_export.export_checkpoint(checkpoint, tmp_path / "t.onnx", "fp16")
-    metadata = onnx_export.read_onnx_metadata(path)
+    metadata = read_onnx_metadata(path)
     assert metadata["config"] == checkpoint.config.to_json() and metadata["precision"] == "fp16"
     assert metadata["source"] == onnx_export.describe_file(tiny_model)
     assert "vocab" not in metadata  # a .pth carries no vocabulary
 
 
-def test_graph_contract(tiny, tmp_path, tiny_model):
-    model = onnx.load(onnx_export.export_checkpoint(load_checkpoint(tiny_model), tmp_path / "t.onnx"))
+def test_graph_contract(tiny, tiny_onnx, tiny_model):
+    model = onnx.load(tiny_onnx)
     onnx.checker.check_model(model, full_check=True)
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [onnx_graph.OPSET]
 
@@ -358,7 +329,7 @@ def test_errors_are_one_line_domain_errors(tmp_path, tiny_model):
         onnx_export.export_onnx(weights, checkpoint.config, tmp_path / "a.onnx")
     assert "\n" not in str(error.value)
     with pytest.raises(ModelFileError, match="not an ONNX model file"):
-        onnx_export.read_onnx_metadata(tiny_model)  # a zip, not a protobuf
+        read_onnx_metadata(tiny_model)  # a zip, not a protobuf
 
 
 # ---- torch-free export of native files --------------------------------------------------------------
@@ -389,10 +360,11 @@ def test_export_native_never_imports_torch(tmp_path, tiny_model):
         import sys
         sys.modules["torch"] = None  # any import of torch now fails
         from ai_writer.export import onnx as onnx_export
+        from ai_writer.models.onnx_file import read_onnx_metadata
         for precision in ("fp32", "int8"):
             onnx_export.export_native({str(tmp_path / "m.safetensors")!r}, {str(tmp_path)!r} + f"/m.{{precision}}.onnx",
                                       precision)
-        print(onnx_export.read_onnx_metadata({str(tmp_path / "m.fp32.onnx")!r})["precision"])
+        print(read_onnx_metadata({str(tmp_path / "m.fp32.onnx")!r})["precision"])
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,

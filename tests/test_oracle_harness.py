@@ -1,16 +1,10 @@
 """Sanity checks of the random RWKV-7 checkpoint factory and the rwkv-package oracle."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from rwkv7_factory import default_lora_dims, write_random_rwkv7  # noqa: E402
-from rwkv_oracle import oracle_greedy, oracle_logits  # noqa: E402
+from rwkv7_factory import default_lora_dims, write_random_rwkv7
+from rwkv_oracle import oracle_greedy, oracle_logits
 
 L, C, N, V = 2, 64, 32, 50
 PROMPT = [3, 17, 42, 8, 8, 0, 49, 25, 11, 30]
@@ -79,6 +73,7 @@ def test_default_lora_dims_table():
     assert default_lora_dims(2048) == (96, 96, 64, 256)
 
 
+@pytest.mark.oracle
 def test_oracle_logits_shape_finite_spread(tiny_logits):
     pre, steps = tiny_logits["prefill"], tiny_logits["steps"]
     assert pre.shape == (V,) and pre.dtype == np.float32
@@ -90,10 +85,12 @@ def test_oracle_logits_shape_finite_spread(tiny_logits):
     assert np.abs(np.diff(steps, axis=0)).mean() > 0.1
 
 
+@pytest.mark.oracle
 def test_oracle_prefill_matches_steps(tiny_logits):
     np.testing.assert_allclose(tiny_logits["prefill"], tiny_logits["steps"][-1], rtol=0, atol=1e-5)
 
 
+@pytest.mark.oracle
 def test_oracle_without_pth_suffix(tiny, tiny_logits, tmp_path):
     path, _ = tiny
     other = tmp_path / "model.bin"
@@ -102,6 +99,7 @@ def test_oracle_without_pth_suffix(tiny, tiny_logits, tmp_path):
     np.testing.assert_array_equal(res["steps"], tiny_logits["steps"])
 
 
+@pytest.mark.oracle
 def test_oracle_greedy_deterministic(tiny, tiny_logits):
     path, _ = tiny
     a = oracle_greedy(path, PROMPT, 12, threads=1)
@@ -111,6 +109,7 @@ def test_oracle_greedy_deterministic(tiny, tiny_logits):
     assert a[0] == int(np.argmax(tiny_logits["prefill"]))
 
 
+@pytest.mark.oracle
 def test_oracle_failure_raises_runtime_error(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+from helpers import ROOT
+
+pytestmark = pytest.mark.packaging  # builds a wheel with pip
 
 
 def test_the_wheel_carries_the_default_model_and_the_entry_point(tmp_path):

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from helpers import ROOT, cli_env
 
-ROOT = Path(__file__).resolve().parent.parent
 OPENING = "这是一颗魔法，林黛玉竟如此精妙。三体舰队众人惊。" * 12  # 300 characters, one paragraph
 PROMPT = r"\[(\d+) chars \|[^\]]*\]\r\n> "
 
 
 def spawn(tiny_model, *args, length=30):
-    env = {k: v for k, v in os.environ.items() if k != "AI_WRITER_MODEL"}
+    env = cli_env()
     child = pexpect.spawn(sys.executable, ["-m", "ai_writer", "repl", *map(str, args), "--model", str(tiny_model),
                                            "--threads", "1", "--len", str(length), "--plain"],
                           cwd=str(ROOT), env=env, encoding="utf-8", timeout=60, dimensions=(50, 400))
@@ -199,10 +199,10 @@ def test_kill_during_generation_then_resume(tiny_model, opening, tmp_path):
     quit_(child)
 
 
+@pytest.mark.slow
 def test_prompt_toolkit_terminal_keys(tiny_model, opening):
     """The full terminal UI (no --plain): Ctrl-R rewrites, Esc stops the writing, /edit is prefilled."""
-    env = {k: v for k, v in os.environ.items() if k != "AI_WRITER_MODEL"}
-    env["TERM"] = "xterm"
+    env = cli_env(TERM="xterm")
     child = pexpect.spawn(sys.executable, ["-m", "ai_writer", "repl", str(opening), "--model", str(tiny_model),
                                            "--threads", "1", "--len", "30", "--seed", "6", "--no-paragraph"],
                           cwd=str(ROOT), env=env, encoding="utf-8", timeout=60, dimensions=(40, 200))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA
 
 from ai_writer.errors import AiWriterError, SettingsError
 from ai_writer.generation.sampler import (
@@ -19,7 +19,6 @@ from ai_writer.generation.sampler import (
     sample,
 )
 
-DATA = Path(__file__).parent / "data"
 VECTORS = json.loads((DATA / "sampler_vectors.json").read_text(encoding="utf-8"))
 UNKNOWN = VECTORS["unknown_id"]
 CASES = {case["name"]: case for case in VECTORS["cases"]}

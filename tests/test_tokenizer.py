@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import DATA
 
 from ai_writer.errors import VocabularyError
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 
-DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny_vocab.json"
 
 # file, vocab_size, unknown id, newline id, space id

@@ -17,6 +17,8 @@ from server_helpers import running_server
 
 from ai_writer.generation.sampler import SamplerSettings
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 # The machine's network is closed: without these Chromium keeps trying to reach Google's services.
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

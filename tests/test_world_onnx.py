@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import max_diff, run, session  # the same graph I/O as RWKV-7's
 from rwkv_world_factory import write_random_rwkv
-from test_onnx_export import max_diff, run, session  # the same graph I/O as RWKV-7's
 
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from ai_writer.export import onnx as onnx_export  # noqa: E402

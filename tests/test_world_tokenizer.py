@@ -4,7 +4,6 @@ character, and which tokenizer a model gets."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -28,10 +27,9 @@ from ai_writer.text.world_tokenizer import (
     default_world_tokenizer,
     text_bytes,
 )
-from conftest import DATA
+from helpers import DATA, ROOT, cli_env
 from rwkv7_factory import write_random_rwkv7
 
-ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "zh-hans"  # optional: real Chinese prose when it is there
 
 
@@ -108,6 +106,7 @@ def mixed_text(n_chars: int, seed: int, invalid_bytes: bool = False) -> str:
 
 # ----- the ids are the rwkv package's -----
 
+@pytest.mark.oracle
 def test_the_table_is_the_rwkv_package_vocabulary(tok, oracle):
     assert tok.vocab_size == WORLD_VOCAB_SIZE
     assert {i: tok.token_bytes(i) for i in range(1, 65530)} == oracle.idx2token
@@ -117,6 +116,7 @@ def test_the_table_is_the_rwkv_package_vocabulary(tok, oracle):
     assert len(tok.line_end_ids) == sum(1 for piece in oracle.idx2token.values() if piece.endswith(b"\n"))
 
 
+@pytest.mark.oracle
 def test_ids_equal_the_rwkv_package_on_a_large_mixed_text(tok, oracle):
     text = mixed_text(300_000, seed=1)
     expected = oracle.encode(text)
@@ -125,6 +125,7 @@ def test_ids_equal_the_rwkv_package_on_a_large_mixed_text(tok, oracle):
     assert tok.encode_bytes(text.encode("utf-8")) == expected  # the Python matcher, used for surrogates
 
 
+@pytest.mark.oracle
 def test_invalid_bytes_match_the_package_on_the_same_bytes(tok, oracle):
     text = mixed_text(100_000, seed=2, invalid_bytes=True)
     data = text.encode("utf-8", "surrogateescape")
@@ -134,6 +135,7 @@ def test_invalid_bytes_match_the_package_on_the_same_bytes(tok, oracle):
     assert tok.encode(text) == oracle.encodeBytes(data)
 
 
+@pytest.mark.oracle
 def test_without_the_rust_package_the_python_matcher_gives_the_same_ids(tok, oracle, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyrwkv_tokenizer", None)  # `import pyrwkv_tokenizer` now fails
     python_only = WorldTokenizer.from_file(tok.source)
@@ -141,6 +143,7 @@ def test_without_the_rust_package_the_python_matcher_gives_the_same_ids(tok, ora
     assert python_only.encode(text) == oracle.encode(text)
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("text, same_as", [
     ("a\ud800b", "a\ufffdb"),  # a lone high surrogate: U+FFFD
     ("x\udc00", "x\ufffd"),  # a lone low surrogate outside the escape range: U+FFFD
@@ -152,6 +155,7 @@ def test_lone_surrogates_read_as_documented(tok, oracle, text, same_as):
     assert tok.encode(text) == oracle.encode(same_as)
 
 
+@pytest.mark.oracle
 def test_escaped_bytes_are_the_bytes_they_escape(tok, oracle):
     escaped = "中文".encode().decode("ascii", "surrogateescape")  # six U+DCxx
     assert tok.encode(escaped) == oracle.encode("中文")
@@ -359,8 +363,7 @@ def test_native_metadata_names_the_tokenizer(world_model, tok, tmp_path):
 # ----- the command line -----
 
 def run(*args, stdin: str = "\n林黛玉说：“Hello 😀”\n"):
-    env = {k: v for k, v in os.environ.items() if k != "AI_WRITER_MODEL"}
-    env["OMP_NUM_THREADS"] = "1"
+    env = cli_env(OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "ai_writer", *args], input=stdin.encode(), capture_output=True,
                           cwd=ROOT, env=env, timeout=300)
 

@@ -18,8 +18,9 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from ai_writer.errors import ModelFileError
+from ai_writer.backends.base import check_tokens
 from ai_writer.backends.rwkv_onnx import open_session
+from ai_writer.errors import ModelFileError
 
 PRECISION_OF = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
 
@@ -54,6 +55,19 @@ class WindowIds:
     def repeat(self, n: int) -> "WindowIds":
         return self.select([0] * n)
 
+    def joinable(self, other: object) -> bool:
+        """When both windows hold as many ids."""
+        return isinstance(other, WindowIds) and self.ids.shape[1] == other.ids.shape[1]
+
+    def concat(self, other: "WindowIds") -> "WindowIds":
+        """One batch: this state's rows, then the other's."""
+        if not self.joinable(other):
+            raise ValueError("these window states cannot share a batch (windows of different lengths)")
+        return WindowIds(np.concatenate([self.ids, other.ids]))
+
+    def clone(self) -> "WindowIds":
+        return WindowIds(self.ids.copy())
+
 
 class WindowOnnxBackend:
     def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None):
@@ -85,9 +99,7 @@ class WindowOnnxBackend:
         return WindowIds(np.zeros((batch_size, 0), dtype=np.int64))
 
     def forward(self, token_ids: Sequence[Sequence[int]] | np.ndarray, state: WindowIds):
-        tokens = np.asarray(token_ids, dtype=np.int64)
-        if tokens.ndim != 2 or tokens.shape[1] == 0 or tokens.shape[0] != state.batch_size:
-            raise ValueError(f"token_ids must be (batch={state.batch_size}, T>0), got {tuple(tokens.shape)}")
+        tokens = check_tokens(token_ids, state.batch_size, self.config.vocab_size)
         L = self.config.ctx_len
         window = np.concatenate([state.ids, tokens], axis=1)[:, -L:]
         padded = np.zeros((window.shape[0], L), dtype=np.int64)

@@ -1,13 +1,10 @@
-"""Opening the original AI-Writer releases: recognising them, choosing where they run, their vocabulary.
+"""Opening the original AI-Writer releases: choosing where they run, their vocabulary, their engine.
 
-| kind    | file                                        | runs on                                    |
-|---------|---------------------------------------------|--------------------------------------------|
-| `a`     | 2022-02-15 `.pth` (pickled module or dict)  | torch: cuda, else torch-cpu                |
-| `b`     | `_new_` RWKV_RNN `.pth` (L6/L24_CHN, L12_ENG) | torch: cuda, else torch-cpu                |
-| `a-onnx`| 2022-02-15 `.onnx` (ids in, logits out)     | ONNX Runtime: dml, else cpu                |
-
-Recognising a file reads only its pickle (never its weights, never torch) or the metadata of an
-ONNX file, so every other model keeps its own loading path untouched.
+| kind (models/formats.py) | file | runs on |
+|---|---|---|
+| `aiwriter-window` | 2022-02-15 `.pth` (pickled module or dict) | torch: cuda, else torch-cpu |
+| `aiwriter-rnn` | `_new_` RWKV_RNN `.pth` (L6/L24_CHN, L12_ENG) | torch: cuda, else torch-cpu |
+| `aiwriter-window-onnx` | 2022-02-15 `.onnx` (ids in, logits out) | ONNX Runtime: dml, else cpu |
 """
 
 from __future__ import annotations
@@ -15,58 +12,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ai_writer.backends.loaded import LoadedModel
 from ai_writer.backends.select import Choice, choose, cuda_usable, onnx_providers, torch_installed
 from ai_writer.errors import BackendError, ModelFileError, VocabularyError
-from ai_writer.models.aiwriter.restricted_pickle import UnsafePickleError, read_pth
+from ai_writer.models.aiwriter.restricted_pickle import read_pth
 from ai_writer.text.char_tokenizer import CharTokenizer
 
 NEW_VOCABULARY = "word-2022-02-16.json"  # the vocabulary the _new_ models were released with
-GENERATION = {"a": "2022-02-15", "b": "_new_", "a-onnx": "2022-02-15"}
-
-
-def legacy_kind(path: Path) -> str | None:
-    """"a", "b" or "a-onnx" for an original AI-Writer file; None for anything else (or no file).
-
-    A pickle that refers to the original classes and then to anything unsafe is refused here
-    (UnsafePickleError); other unreadable files are left to the ordinary loader's messages."""
-    if not path.is_file():
-        return None
-    if path.suffix.lower() == ".onnx":
-        from ai_writer.export.onnx import read_onnx_metadata
-
-        try:
-            metadata = read_onnx_metadata(path)
-        except ModelFileError:
-            return None  # not a readable ONNX model: the ordinary loader says what is wrong
-        return "a-onnx" if "ai_writer_format" not in metadata else None
-    with open(path, "rb") as f:
-        if f.read(2) != b"PK":
-            return None
-    try:
-        shapes = read_pth(path, shapes_only=True)
-    except UnsafePickleError as exc:
-        if exc.saw_legacy_class:
-            raise
-        return None
-    except ModelFileError:
-        return None
-    if "tok_emb.weight" in shapes and "time_out" in shapes:
-        return "a"
-    decay = shapes.get("blocks.1.att.time_decay", shapes.get("blocks.0.att.time_decay"))
-    world = "blocks.0.att.ln_x.weight" in shapes  # RWKV-5.2 and later: its time_decay is 2-D too (model_version.py)
-    if "emb.weight" not in shapes or world:
-        return None
-    width = shapes["emb.weight"].shape[-1]  # _new_ decays are (C, 1): RWKV-4 has (C,), 5 (H, N), 6 (1, 1, C)
-    if getattr(decay, "shape", None) == (width, 1) or "blocks.0.ffnPre.key.weight" in shapes:
-        return "b"
-    return None
+GENERATION = {"aiwriter-window": "2022-02-15", "aiwriter-rnn": "_new_", "aiwriter-window-onnx": "2022-02-15"}
 
 
 def choose_legacy(kind: str, requested: str, precision: str | None, path: Path, *, cuda_check=cuda_usable,
                   providers=onnx_providers, has_torch=torch_installed) -> Choice:
     """Where an original AI-Writer file runs, and why (shown by `ai-writer info`)."""
     generation = GENERATION[kind]
-    if kind == "a-onnx":
+    if kind == "aiwriter-window-onnx":
         if requested in ("cuda", "torch-cpu"):
             raise BackendError(f"{path}: an ONNX file runs on the cpu or dml backend, not on {requested}; "
                                "for torch, use the model's .pth")
@@ -88,7 +48,7 @@ def choose_legacy(kind: str, requested: str, precision: str | None, path: Path, 
         raise BackendError(f"{path}: the original AI-Writer models run in fp32 only "
                            f"(exp() of their keys overflows {precision}); leave out --precision")
     if requested in ("cpu", "dml"):
-        hint = "; for AMD/Intel cards, run its .onnx release instead" if kind == "a" else ""
+        hint = "; for AMD/Intel cards, run its .onnx release instead" if kind == "aiwriter-window" else ""
         raise BackendError(f"{path}: an AI-Writer {generation} .pth runs on torch (--backend torch-cpu, cuda or "
                            f"auto); the {requested} backend runs ONNX files{hint}")
     if requested == "auto":
@@ -105,10 +65,8 @@ def choose_legacy(kind: str, requested: str, precision: str | None, path: Path, 
 def load_legacy(model_path: Path, kind: str, *, vocab_path=None, tokenizer=None, unknown_char: str,
                 backend: str = "auto", precision: str | None = None, threads: int | None = None,
                 need_vocab: bool = True):
-    """Open an original AI-Writer file as a LoadedModel (see loading.load_model); `tokenizer` (--tokenizer)
+    """Open an original AI-Writer file as a LoadedModel (see open.load_model); `tokenizer` (--tokenizer)
     may only be "char" or a vocabulary file: these models read characters."""
-    from ai_writer.backends.open import LoadedModel
-
     if tokenizer == "world":
         raise VocabularyError(f"{model_path}: an original AI-Writer model reads characters, not world tokens")
     if tokenizer not in (None, "char"):
@@ -117,7 +75,7 @@ def load_legacy(model_path: Path, kind: str, *, vocab_path=None, tokenizer=None,
         vocab_path = tokenizer
     choice = choose_legacy(kind, backend, precision, model_path)
     tokenizer = vocabulary_for(model_path, kind, vocab_path, unknown_char, need_vocab)
-    if kind == "a-onnx":
+    if kind == "aiwriter-window-onnx":
         from ai_writer.backends.aiwriter_onnx import WindowOnnxBackend
 
         engine = WindowOnnxBackend(model_path, backend=choice.backend, providers=choice.providers, threads=threads)
@@ -134,12 +92,12 @@ def load_legacy(model_path: Path, kind: str, *, vocab_path=None, tokenizer=None,
 
         tensors = read_pth(model_path)
         shapes = {key: value.shape for key, value in tensors.items()}
-        config = (AConfig if kind == "a" else BConfig).from_shapes(shapes, str(model_path))
+        config = (AConfig if kind == "aiwriter-window" else BConfig).from_shapes(shapes, str(model_path))
         if threads is not None:
             torch.set_num_threads(threads)
         device = "cuda" if choice.backend == "cuda" else "cpu"
         tensors = {key: torch.from_numpy(value) for key, value in tensors.items()}
-        engine = (WindowTorchBackend if kind == "a" else RnnTorchBackend)(config, tensors, device=device)
+        engine = (WindowTorchBackend if kind == "aiwriter-window" else RnnTorchBackend)(config, tensors, device=device)
         runs = None
     if tokenizer is not None and tokenizer.vocab_size != engine.config.vocab_size:
         raise VocabularyError(f"vocabulary {tokenizer_source(model_path, kind, vocab_path)} has "
@@ -153,7 +111,7 @@ def tokenizer_source(model_path: Path, kind: str, vocab_path) -> Path | None:
     if vocab_path is not None:
         return Path(vocab_path)
     candidates = [model_path.with_suffix(".json")]
-    if kind == "b":
+    if kind == "aiwriter-rnn":
         candidates.append(model_path.with_name(NEW_VOCABULARY))
     return next((c for c in candidates if c.is_file()), None)
 
@@ -163,6 +121,6 @@ def vocabulary_for(model_path: Path, kind: str, vocab_path, unknown_char: str, n
     if path is None:
         if not need_vocab:
             return None
-        names = model_path.with_suffix(".json").name + (f" or {NEW_VOCABULARY}" if kind == "b" else "")
+        names = model_path.with_suffix(".json").name + (f" or {NEW_VOCABULARY}" if kind == "aiwriter-rnn" else "")
         raise VocabularyError(f"{model_path}: no vocabulary found; pass --vocab or put {names} beside it")
     return CharTokenizer.from_file(path, unknown_char=unknown_char)

@@ -2,9 +2,10 @@
 
 Generation B (`_new_`) is an RNN: its state is the recurrent state. Generation A (2022-02-15)
 is a window model: its "state" is the window itself, the last ctx_len ids of each row, plus
-while the window has not slid yet the cache of the positions already read (aiwriter_a.py), so
-that a new character costs one position. Once the text is longer than the window, every new
-character re-reads the whole window, as the original did.
+while the window has not slid yet the cache of the positions already read
+(models/aiwriter/window.py), so that a new character costs one position. Once the text is
+longer than the window, every new character re-reads the whole window, as the original did.
+Two window states share a batch only when their windows have the same length.
 """
 
 from __future__ import annotations
@@ -15,17 +16,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ai_writer.backends.base import check_tokens
 from ai_writer.models.aiwriter.window import AConfig, AIWriterA, WindowCache
 from ai_writer.models.aiwriter.rnn import AIWriterB, BConfig, BState
-
-
-def _tokens(token_ids, batch_size: int, vocab_size: int) -> np.ndarray:
-    tokens = np.asarray(token_ids, dtype=np.int64)
-    if tokens.ndim != 2 or tokens.shape[1] == 0 or tokens.shape[0] != batch_size:
-        raise ValueError(f"token_ids must be (batch={batch_size}, T>0), got {tuple(tokens.shape)}")
-    if tokens.min() < 0 or tokens.max() >= vocab_size:
-        raise ValueError(f"token ids must be in 0..{vocab_size - 1}")
-    return tokens
 
 
 @dataclass(frozen=True)
@@ -45,6 +38,25 @@ class WindowState:
 
     def repeat(self, n: int) -> "WindowState":
         return self.select([0] * n)
+
+    def joinable(self, other: object) -> bool:
+        """When both windows hold as many ids, and both have a cache (of that length) or neither has."""
+        return (isinstance(other, WindowState) and self.ids.shape[1] == other.ids.shape[1]
+                and _cached(self) == _cached(other))
+
+    def concat(self, other: "WindowState") -> "WindowState":
+        """One batch: this state's rows, then the other's."""
+        if not self.joinable(other):
+            raise ValueError("these window states cannot share a batch (windows of different lengths)")
+        cache = None if self.cache is None else self.cache.concat(other.cache)
+        return WindowState(np.concatenate([self.ids, other.ids]), cache)
+
+    def clone(self) -> "WindowState":
+        return self.select(list(range(self.batch_size)))
+
+
+def _cached(state: WindowState) -> int | None:
+    return None if state.cache is None else state.cache.length
 
 
 class _TorchLegacy:
@@ -66,7 +78,7 @@ class WindowTorchBackend(_TorchLegacy):
         return WindowState(np.zeros((batch_size, 0), dtype=np.int64), None)
 
     def forward(self, token_ids: Sequence[Sequence[int]] | np.ndarray, state: WindowState):
-        tokens = _tokens(token_ids, state.batch_size, self.config.vocab_size)
+        tokens = check_tokens(token_ids, state.batch_size, self.config.vocab_size)
         L, n = self.config.ctx_len, state.ids.shape[1]
         window = np.concatenate([state.ids, tokens], axis=1)[:, -L:]
         with torch.inference_mode():
@@ -90,7 +102,7 @@ class RnnTorchBackend(_TorchLegacy):
         return self.model.zero_state(batch_size)
 
     def forward(self, token_ids: Sequence[Sequence[int]] | np.ndarray, state: BState):
-        tokens = _tokens(token_ids, state.batch_size, self.config.vocab_size)
+        tokens = check_tokens(token_ids, state.batch_size, self.config.vocab_size)
         with torch.inference_mode():
             logits, state = self.model.forward(torch.as_tensor(tokens, device=self.device), state)
         return logits.float().cpu().numpy(), state

@@ -1,35 +1,23 @@
-"""Finding and opening a model: the file, its vocabulary, and a backend to run it."""
+"""Opening a model: one way through, from a file to a backend that runs it.
+
+The file's kind is recognised once (models/formats.py). An original AI-Writer release goes to
+aiwriter_open.py; an RWKV model runs either on ONNX Runtime (cpu, dml: its ONNX export, made
+once by export/cache.py from the file) or on torch (cuda, torch-cpu: the checkpoint read by
+models/checkpoint.py, memory-mapped). The tokenizer follows the model (`_tokenizer_for`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ai_writer.backends import Backend
+from ai_writer.backends.loaded import LoadedModel
 from ai_writer.backends.select import Choice, choose
 from ai_writer.models.config import ModelConfig
 from ai_writer.errors import ModelFileError, VocabularyError
+from ai_writer.models.formats import AIWRITER_KINDS, recognise
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 from ai_writer.text.world_tokenizer import WORLD_VOCAB_SIZE, WorldTokenizer, default_world_tokenizer, is_world_vocabulary
-
-
-
-@dataclass
-class LoadedModel:
-    path: Path  # the model file asked for
-    config: ModelConfig
-    tokenizer: CharTokenizer | WorldTokenizer | None  # None only when opened with need_vocab=False
-    backend: Backend
-    choice: Choice
-    runs: Path | None = None  # the .onnx the ONNX Runtime backends run
-
-    def describe(self) -> str:
-        return (
-            f"{self.path.name}: {self.config.describe()}; "
-            f"backend {self.choice.backend} {self.choice.precision} ({self.choice.reason})"
-        )
-
 
 
 def find_vocabulary(model_path: Path) -> Path | None:
@@ -56,21 +44,21 @@ def load_model(
     `tokenizer` overrides the tokenizer the model would get (see _tokenizer_for): "char", "world"
     or a vocabulary file. With need_vocab=False (speed measurements), a model without a
     vocabulary is accepted.
-    The ONNX Runtime backends (cpu, dml) run the model's ONNX export (onnx_files.py), which
+    The ONNX Runtime backends (cpu, dml) run the model's ONNX export (export/cache.py), which
     this exports into `onnx_cache` on first use; they never import torch.
     """
     model_path = Path(model_path)
-    from ai_writer.backends.aiwriter_open import legacy_kind, load_legacy
+    kind = recognise(model_path)  # the one place a file's format is told: its header only
+    if kind in AIWRITER_KINDS:
+        from ai_writer.backends.aiwriter_open import load_legacy
 
-    kind = legacy_kind(model_path)  # an original AI-Writer release: reads its pickle or ONNX header only
-    if kind is not None:
         return load_legacy(model_path, kind, vocab_path=vocab_path, tokenizer=tokenizer, unknown_char=unknown_char,
                            backend=backend, precision=precision, threads=threads, need_vocab=need_vocab)
     choice = choose(backend, precision)  # before reading gigabytes: a bad choice fails fast
     if choice.backend in ("cpu", "dml"):
-        return _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
+        return _load_onnx(model_path, kind, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
                           tokenizer)
-    if model_path.suffix.lower() == ".onnx":
+    if kind == "onnx":
         raise ModelFileError(f"{model_path}: an ONNX file runs on the cpu or dml backend, not on {choice.backend}")
     from ai_writer.backends.rwkv_torch import TorchBackend
     from ai_writer.models.checkpoint import load_checkpoint
@@ -87,19 +75,19 @@ def load_model(
     return LoadedModel(model_path, checkpoint.config, tokenizer, backend, choice)
 
 
-def _load_onnx(model_path, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
+def _load_onnx(model_path, kind, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
                override) -> LoadedModel:
     from ai_writer.backends.rwkv_onnx import OnnxBackend
     from ai_writer.export.cache import onnx_for
 
-    onnx_path, source = onnx_for(model_path, choice.precision, onnx_cache, notify=notify)
+    onnx_path, source = onnx_for(model_path, kind, choice.precision, onnx_cache, notify=notify)
     backend = OnnxBackend(onnx_path, backend=choice.backend, providers=choice.providers, threads=threads)
     if source is not None and backend.metadata.get("source") != source:
         raise ModelFileError(
             f"{onnx_path}: this ONNX file was not exported from {model_path}; re-export it with "
             f"`ai-writer export onnx {model_path}` or remove it"
         )
-    if model_path.suffix.lower() == ".onnx" and choice.precision != backend.precision:
+    if kind == "onnx" and choice.precision != backend.precision:
         raise ModelFileError(f"{onnx_path}: this export is {backend.precision}, not {choice.precision}")
     tokenizer = _tokenizer_for(model_path, backend.config, backend.tokenizer(), vocab_path, unknown_char, need_vocab,
                                override)

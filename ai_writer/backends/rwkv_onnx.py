@@ -1,4 +1,4 @@
-"""The ONNX Runtime backend: an exported RWKV-7 graph (onnx_export.py) on CPU or DirectML.
+"""The ONNX Runtime backend: an exported RWKV-7, RWKV-6 or RWKV-5.2 graph (export/onnx.py) on CPU or DirectML.
 
 It imports onnxruntime and numpy only, never torch, so the default CPU path starts fast. The
 graph takes the whole recurrent state as inputs and returns the new one, so a state here is
@@ -14,12 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ai_writer.backends.base import PREFILL_SEGMENT, check_tokens
 from ai_writer.models.config import ModelConfig
+from ai_writer.models.onnx_file import ONNX_FORMAT
 from ai_writer.errors import ModelFileError
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 
-ONNX_FORMAT = "ai-writer-onnx-1"
-PREFILL_SEGMENT = 1024  # tokens per graph run: bounds the activations of a very long opening
 STATE_INPUTS = ("att_shift", "wkv", "ffn_shift")
 STATE_OUTPUTS = ("new_att_shift", "new_wkv", "new_ffn_shift")
 
@@ -36,17 +36,30 @@ class OnnxState:
     def batch_size(self) -> int:
         return self.att_shift.shape[1]
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.att_shift, self.wkv, self.ffn_shift
+
     def select(self, rows: list[int]) -> "OnnxState":
         index = np.asarray(rows, dtype=np.int64)
-        return OnnxState(*(np.take(t, index, axis=1) for t in (self.att_shift, self.wkv, self.ffn_shift)))
+        return OnnxState(*(np.take(t, index, axis=1) for t in self.arrays()))
 
     def repeat(self, n: int) -> "OnnxState":
         return self.select([0] * n)
 
+    def joinable(self, other: object) -> bool:
+        """Always, for states of one model: same layers, widths and dtype."""
+        return isinstance(other, OnnxState) and all(
+            (a.shape[0], *a.shape[2:], a.dtype) == (b.shape[0], *b.shape[2:], b.dtype)
+            for a, b in zip(self.arrays(), other.arrays()))
+
     def concat(self, other: "OnnxState") -> "OnnxState":
         """One batch: this state's rows, then the other's."""
-        return OnnxState(*(np.concatenate([a, b], axis=1) for a, b in zip(
-            (self.att_shift, self.wkv, self.ffn_shift), (other.att_shift, other.wkv, other.ffn_shift))))
+        if not self.joinable(other):
+            raise ValueError("these RWKV states are not of one model: they cannot share a batch")
+        return OnnxState(*(np.concatenate([a, b], axis=1) for a, b in zip(self.arrays(), other.arrays())))
+
+    def clone(self) -> "OnnxState":
+        return OnnxState(*(a.copy() for a in self.arrays()))
 
 
 def open_session(path: Path, *, backend: str, providers: Sequence[str], threads: int | None):
@@ -119,9 +132,7 @@ class OnnxBackend:
         )
 
     def forward(self, token_ids: Sequence[Sequence[int]] | np.ndarray, state: OnnxState):
-        tokens = np.asarray(token_ids, dtype=np.int64)
-        if tokens.ndim != 2 or tokens.shape[1] == 0 or tokens.shape[0] != state.batch_size:
-            raise ValueError(f"token_ids must be (batch={state.batch_size}, T>0), got {tuple(tokens.shape)}")
+        tokens = check_tokens(token_ids, state.batch_size, self.config.vocab_size)
         logits = None
         for start in range(0, tokens.shape[1], PREFILL_SEGMENT):
             feeds = {"tokens": tokens[:, start : start + PREFILL_SEGMENT], "att_shift": state.att_shift,

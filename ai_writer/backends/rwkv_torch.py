@@ -7,11 +7,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ai_writer.backends.base import PREFILL_SEGMENT, check_tokens
 from ai_writer.models.checkpoint import OPTIONAL_LAYER0_KEYS, Checkpoint
 from ai_writer.models.rwkv.rwkv7 import RWKV7, RWKV7State
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PREFILL_SEGMENT = 1024  # tokens per forward during a long prefill: bounds memory for any text length
 
 
 def model_class(version: int) -> type[torch.nn.Module]:
@@ -49,9 +49,7 @@ class TorchBackend:
         return self.model.zero_state(batch_size)
 
     def forward(self, token_ids: Sequence[Sequence[int]] | np.ndarray, state: RWKV7State):
-        tokens = torch.as_tensor(np.asarray(token_ids, dtype=np.int64), device=self.device)
-        if tokens.ndim != 2 or tokens.shape[1] == 0 or tokens.shape[0] != state.batch_size:
-            raise ValueError(f"token_ids must be (batch={state.batch_size}, T>0), got {tuple(tokens.shape)}")
+        tokens = torch.as_tensor(check_tokens(token_ids, state.batch_size, self.config.vocab_size), device=self.device)
         with torch.inference_mode():
             for start in range(0, tokens.shape[1], PREFILL_SEGMENT):
                 logits, state = self.model(tokens[:, start : start + PREFILL_SEGMENT], state)

@@ -1,6 +1,6 @@
 """Side-by-side speed figures in one run: several backends/precisions of ai-writer and the rwkv package.
 
-Every configuration runs in a fresh process (`ai-writer bench` for ours, `ai_writer.bench.reference`
+Every configuration runs in a fresh process (`ai-writer bench` for ours, `ai_writer.cli.bench_reference`
 for the package), so peak RSS is per configuration; rounds interleave the configurations so a
 busy neighbour hits them alike; the figures are medians over rounds with their spread. The
 machine's streaming-read bandwidth is measured in the same run, which bounds batch-1 decoding:
@@ -101,7 +101,7 @@ def compare(model: Path, configs: list[tuple[str, str | None]], *, reference: bo
             command += ["--precision", precision]
         series.append(Series(f"ai-writer {backend} {precision or '(default)'}", precision or "fp32", command))
     if reference:
-        series.append(Series(f"{REFERENCE} fp32", "fp32", [sys.executable, "-m", "ai_writer.bench.reference", "--model",
+        series.append(Series(f"{REFERENCE} fp32", "fp32", [sys.executable, "-m", "ai_writer.cli.bench_reference", "--model",
                                                     str(model), *common]))
     for round_index in range(rounds):
         for item in series:

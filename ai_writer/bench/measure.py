@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ai_writer.backends.open import LoadedModel
+from ai_writer.backends.loaded import LoadedModel
 
 
 def peak_rss_mb() -> float:

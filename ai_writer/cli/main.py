@@ -21,7 +21,7 @@ from ai_writer.cli.model import export_group, info_command
 from ai_writer.cli.serve import serve_command
 from ai_writer.cli.train import eval_command, train_command
 from ai_writer.errors import AiWriterError, InputTextError
-from ai_writer.repl.session import repl_command
+from ai_writer.cli.repl import repl_command
 from ai_writer.generation.sampler import SamplerSettings
 
 

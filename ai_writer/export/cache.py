@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ai_writer.errors import ModelFileError
+from ai_writer.models.formats import recognise
 
 EXPORT_VERSION = 3  # part of the cache file names: bump it when the exported graph changes
 SAMPLED_BLOCKS = 16
@@ -48,16 +49,16 @@ def export_name(model_path: Path, precision: str) -> Path:
 
 def onnx_for(
     model_path: str | os.PathLike,
+    kind: str,
     precision: str,
     cache_dir: str | os.PathLike | None,
     *,
     notify: Callable[[str], None] = lambda message: None,
 ) -> tuple[Path, str | None]:
-    """The .onnx to run, and the fingerprint its metadata must carry (None: not checked)."""
+    """The .onnx to run a model file of `kind` (models/formats.py), and the fingerprint its metadata must
+    carry (None: not checked)."""
     model_path = Path(model_path)
-    if not model_path.is_file():
-        raise ModelFileError(f"{model_path}: no such model file" if not model_path.exists() else f"{model_path}: not a file")
-    if model_path.suffix.lower() == ".onnx":
+    if kind == "onnx":
         return model_path, None
     source = fingerprint(model_path)
     beside = export_name(model_path, precision)
@@ -70,27 +71,22 @@ def onnx_for(
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ModelFileError(f"{folder}: cannot create the ONNX cache folder ({exc.strerror})") from None
-        export_model(model_path, cached, precision, source,
+        export_model(model_path, cached, precision, source, kind=kind,
                      on_start=lambda: notify(f"exporting {model_path.name} to ONNX ({precision}) once; kept in {folder}"))
     return cached, source
 
 
 def export_model(model_path: Path, out: Path, precision: str, source: str | None = None,
-                 on_start: Callable[[], None] | None = None) -> Path:
+                 on_start: Callable[[], None] | None = None, kind: str | None = None) -> Path:
     """Export a model file to ONNX: a native .safetensors without torch, a .pth through torch.
 
     `on_start` is called once the weights have been read and checked, before the export proper."""
     from ai_writer.export import onnx as onnx_export
 
     source = source or fingerprint(model_path)
-    if _is_safetensors(model_path):
+    if (kind or recognise(model_path)) == "safetensors":
         return onnx_export.export_native(model_path, out, precision=precision, source=source, on_start=on_start)
     from ai_writer.models.checkpoint import load_checkpoint
 
     return onnx_export.export_checkpoint(load_checkpoint(model_path), out, precision=precision, source=source,
                                          on_start=on_start)
-
-
-def _is_safetensors(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(9)[8:9] == b"{"

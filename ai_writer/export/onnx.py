@@ -1,19 +1,21 @@
-"""Export an RWKV-7 model to one `.onnx` file for ONNX Runtime (the cpu and dml backends).
+"""Export an RWKV-7, RWKV-6 or RWKV-5.2 model to one `.onnx` file for ONNX Runtime (the cpu and dml backends).
 
 The exporter works from numpy arrays and never imports torch: a native `.safetensors` model
 exports on a machine with only onnx, onnxruntime, numpy and safetensors. A `.pth` goes
-through `export_checkpoint` with a Checkpoint that checkpoint.py (torch) has loaded.
+through `export_checkpoint` with a Checkpoint that models/checkpoint.py (torch) has loaded.
 
-The file: opset 21, one graph (built in onnx_graph.py) with inputs `tokens` int64 (B, T),
-`att_shift` (L, B, C), `wkv` (L, B, H, N, N), `ffn_shift` (L, B, C), all float32, and outputs
-`logits` (B, V) for the last position, `new_att_shift`, `new_wkv`, `new_ffn_shift`: the
-state of rwkv7.RWKV7State as arrays. Its metadata_props: `ai_writer_format` (FORMAT),
+The file: opset 21, one graph (built in models/rwkv/onnx_v7.py, or onnx_v5.py for RWKV-5.2
+and RWKV-6) with inputs `tokens` int64 (B, T), `att_shift` (L, B, C), `wkv` (L, B, H, N, N),
+`ffn_shift` (L, B, C), all float32, and outputs `logits` (B, V) for the last position,
+`new_att_shift`, `new_wkv`, `new_ffn_shift`: the state of rwkv7.RWKV7State (every version's
+torch state) as arrays. Its metadata_props: `ai_writer_format` (FORMAT),
 `config` (ModelConfig JSON), `precision`, `source` (a fingerprint of the model file it came
 from, chosen by the caller), and `vocab`, `unknown_char` when the model carries a vocabulary.
 Weights are inside the file below 2 GB, else in one `NAME.onnx.data` beside it.
 
-Graph design (onnx_graph.py): an If on T > 1 reads the first T - 1 tokens in the chunked form
-into a state; the main graph then runs the step form on the last token. Decode speed (T = 1,
+Graph design (models/rwkv/onnx_v7.py; onnx_v5.py follows it): an If on T > 1 reads the first
+T - 1 tokens in the chunked form into a state; the main graph then runs the step form on the
+last token. Decode speed of RWKV-7 graphs (T = 1,
 B = 1, ORT 1.31 CPUExecutionProvider, 1 thread, ORT_ENABLE_ALL; designs alternating in timed
 blocks in one process, CPU time; a 2-core AMD EPYC VM shared with a training job, so medians of
 per-round ratios, best block in brackets; benchmarks/onnx_decode_design.py):
@@ -47,18 +49,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ai_writer.backends.rwkv_onnx import ONNX_FORMAT as FORMAT
+from ai_writer.models.onnx_file import ONNX_FORMAT as FORMAT
 from ai_writer.models.checkpoint import NATIVE_FORMAT  # torch-free: torch is imported only for .pth files
 from ai_writer.models.config import ModelConfig
 from ai_writer.errors import ModelFileError, SettingsError
+from ai_writer.files import atomic_files
 from ai_writer.models.version import NAMES
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -98,7 +99,7 @@ def export_onnx(weights: Mapping[str, np.ndarray], config: ModelConfig, out: str
 
 def export_native(model_path: str | os.PathLike, out: str | os.PathLike, precision: str = "fp32", *,
                   source: str | None = None, on_start: Callable[[], None] | None = None) -> Path:
-    """Export a native `.safetensors` model (or any RWKV-7 safetensors file) without torch.
+    """Export a native `.safetensors` model (or any RWKV-7, RWKV-6 or RWKV-5.2 safetensors file) without torch.
 
     `source` is the fingerprint stored in the metadata; by default `describe_file(model_path)`.
     """
@@ -129,45 +130,6 @@ def describe_file(path: str | os.PathLike) -> str:
     """A default fingerprint of a model file: its name, size and modification time."""
     stat = Path(path).stat()
     return json.dumps({"name": Path(path).name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-
-
-def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata_props of an `.onnx` file, read without parsing its graph or weights.
-
-    ModelProto's fields are walked in the protobuf wire format: the graph (field 7) is skipped
-    with one seek, the metadata entries (field 14) are decoded. Milliseconds for any size.
-    """
-    path = Path(path)
-    metadata: dict[str, str] = {}
-    graph = False
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            while f.tell() < size:
-                field, wire = _split_key(_varint(f))
-                if wire == 0:
-                    _varint(f)
-                elif wire in (1, 5):
-                    f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
-                elif wire == 2:
-                    length = _varint(f)
-                    if f.tell() + length > size:
-                        raise ValueError("a field runs past the end")
-                    graph = graph or (field == 7 and length > 0)  # ModelProto.graph: every model has one
-                    if field == 14:
-                        entry = _string_fields(f.read(length))
-                        metadata[entry.get(1, "")] = entry.get(2, "")
-                    else:
-                        f.seek(length, os.SEEK_CUR)
-                else:
-                    raise ValueError(f"wire type {wire}")
-        if not graph:
-            raise ValueError("it holds no graph")
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read the file ({exc.strerror})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: not an ONNX model file (truncated or corrupt?): {exc}") from None
-    return metadata
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -218,61 +180,17 @@ def _read_bf16(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
         return out
 
 
-def _varint(f) -> int:
-    value, shift = 0, 0
-    while True:
-        byte = f.read(1)
-        if not byte:
-            raise ValueError("the file ends inside a field")
-        value |= (byte[0] & 0x7F) << shift
-        if byte[0] < 0x80:
-            return value
-        shift += 7
-        if shift > 63:
-            raise ValueError("a varint is too long")
-
-
-def _split_key(key: int) -> tuple[int, int]:
-    return key >> 3, key & 7
-
-
-def _string_fields(data: bytes) -> dict[int, str]:
-    """The length-delimited fields of a small message (a StringStringEntryProto: key 1, value 2)."""
-    import io
-
-    f, fields = io.BytesIO(data), {}
-    while f.tell() < len(data):
-        field, wire = _split_key(_varint(f))
-        if wire != 2:
-            raise ValueError("a metadata entry is malformed")
-        fields[field] = f.read(_varint(f)).decode("utf-8")
-    return fields
-
-
 def _write(model, out: Path, precision: str) -> None:
-    """Write atomically: build in a temporary folder beside `out`, then rename into place."""
-    folder = out.parent
+    """Write atomically (files.atomic_files): the file and its NAME.onnx.data when the weights are
+    beside it, the data renamed into place first; an inline export removes the data file an
+    earlier, larger export of the same name left."""
+    if precision == "int8":
+        _quantize(model)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder))
-    except OSError as exc:
-        raise ModelFileError(f"{folder}: cannot write the ONNX export there ({exc.strerror})") from None
-    try:
-        staged = staging / out.name
-        if precision == "int8":
-            _quantize(model, staging, staged)
-        else:
-            _save(model, staged)
-        data, beside = staged.with_name(staged.name + ".data"), out.with_name(out.name + ".data")
-        external = data.exists()
-        if external:
-            os.replace(data, beside)
-        os.replace(staged, out)
-        if not external and beside.exists():
-            beside.unlink()  # left by an earlier, larger export of the same name
+        with atomic_files(out.with_name(out.name + ".data"), out) as staging:
+            _save(model, staging / out.name)
     except OSError as exc:
         raise ModelFileError(f"{out}: cannot write the ONNX export ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _weight_bytes(model) -> int:
@@ -289,7 +207,7 @@ def _save(model, path: Path) -> None:
         onnx.save_model(model, str(path))
 
 
-# MatMuls the int8 export leaves in float, by weight name (onnx_graph names a MatMul "<weight>.matmul"):
+# MatMuls the int8 export leaves in float, by weight name (the graph builders name a MatMul "<weight>.matmul"):
 # the low-rank matrices (tiny, and the decay LoRA sets how long the state remembers) and the head
 # (it alone decides which character wins a near tie).
 INT8_FLOAT_WEIGHTS = tuple(f"att.{name}.matmul" for name in ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2")) + tuple(
@@ -299,7 +217,7 @@ INT8_BLOCK = 32  # weights along K share one scale per block of this many
 INT8_ACCURACY_LEVEL = 4  # MatMulNBits: activations quantized to int8 per block too, integer dot products
 
 
-def _quantize(model, staging: Path, staged: Path) -> None:
+def _quantize(model) -> None:
     """int8: every other MatMul with a constant weight becomes ONNX Runtime's MatMulNBits with
     8-bit weights: symmetric, one float32 scale per block of INT8_BLOCK inputs of each output
     column, stored offset by 128 (the operator's default zero point). The weight is read once
@@ -329,7 +247,6 @@ def _quantize(model, staging: Path, staged: Path) -> None:
                                helper.make_attribute("bits", 8), helper.make_attribute("block_size", INT8_BLOCK),
                                helper.make_attribute("accuracy_level", INT8_ACCURACY_LEVEL)])
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    _save(model, staged)
 
 
 def quantize_blocks(weight: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +19,20 @@ from pathlib import Path
 
 from ai_writer.models.config import ModelConfig
 from ai_writer.errors import ModelFileError, VocabularyError
+from ai_writer.files import atomic_path
 from ai_writer.models.version import NAMES
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 from ai_writer.text.world_tokenizer import WorldTokenizer, named_world_tokenizer
 
-NATIVE_FORMAT = "ai-writer-rwkv7"
-OPTIONAL_LAYER0_KEYS = ("blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2")  # unused by layer 0
+NATIVE_FORMAT = "ai-writer-rwkv7"  # a fixed name: the format stores RWKV-5.2, RWKV-6 and RWKV-7 alike
+OPTIONAL_LAYER0_KEYS = ("blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2")  # RWKV-7: unused by layer 0
 
 
 @dataclass
 class Checkpoint:
     path: Path
     config: ModelConfig
-    tensors: dict[str, torch.Tensor]  # standard RWKV-7 keys, as stored
+    tensors: dict[str, torch.Tensor]  # the standard keys of its RWKV version, as stored
     tokenizer: CharTokenizer | WorldTokenizer | None  # the native format carries its vocabulary; .pth does not
 
 
@@ -82,7 +82,7 @@ def check_vocabulary(config: ModelConfig, tokenizer: CharTokenizer, vocab_source
 
 def save_native(path: str | os.PathLike, config: ModelConfig, state_dict: dict,
                 tokenizer: CharTokenizer | WorldTokenizer) -> None:
-    """Write the single-file native model atomically (a temporary file, then a rename)."""
+    """Write the single-file native model atomically (files.atomic_path)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -92,14 +92,8 @@ def save_native(path: str | os.PathLike, config: ModelConfig, state_dict: dict,
         metadata["tokenizer"] = tokenizer.name
     else:
         metadata.update(vocab=tokenizer.to_json(), unknown_char=tokenizer.unknown_char)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as temporary:
+        save_file(tensors, temporary, metadata=metadata)
 
 
 def _read_pth(path: Path) -> dict[str, torch.Tensor]:

@@ -1,131 +1,34 @@
-"""`ai-writer repl`: an interactive writing session on top of the document model.
+"""The interactive writing session of `ai-writer repl`, on top of the document model.
 
 Enter writes the next paragraph, /rewrite (Ctrl-R) samples it again from the saved state at
 its start, /undo, /edit, /alt + /pick, and every change is autosaved atomically. The terminal
-side is prompt_toolkit (a prompt with a bottom toolbar); with --plain or TERM=dumb it is plain
-line input, which is what the pseudo-terminal tests drive.
+side is a UI object (ui.py): prompt_toolkit, or plain line input for --plain and TERM=dumb,
+which is what the pseudo-terminal tests drive. The command itself is in cli/repl.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import secrets
-import sys
 import time
 from pathlib import Path
 
-import click
-
-from ai_writer.cli.options import model_options, open_model, sampling_options
 from ai_writer.story.document import (
     MODEL,
     WRITER,
-    CountingBackend,
     Document,
-    Reader,
     SessionFileError,
     Span,
     atomic_write,
     is_session_file,
 )
 from ai_writer.errors import AiWriterError, InputTextError
+from ai_writer.generation.reading import CountingBackend, Reader
 from ai_writer.repl.commands import Quit, command_names, find
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.text.char_tokenizer import CharTokenizer
 
 AUTOSAVE_EVERY_S = 1.0  # while a paragraph streams, its text so far is autosaved this often
-
-
-class PlainUI:
-    """Line input and plain output: for TERM=dumb, --plain, and the tests."""
-
-    def read(self, prompt: str) -> str:
-        return input(prompt)
-
-    def edit(self, prompt: str, default: str) -> str:
-        self.info(f"current: {default}\n(type the new text; an empty line keeps it)")
-        return input(prompt) or default
-
-    def story(self, text: str, author: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    def info(self, text: str) -> None:
-        print(text, flush=True)
-
-    def error(self, text: str) -> None:
-        print(f"Error: {text}", flush=True)
-
-    def status(self, text: str) -> None:
-        print(f"[{text}]", flush=True)
-
-    @contextlib.contextmanager
-    def generating(self):
-        """While the model writes: yields a function that says whether the writer pressed Esc."""
-        yield lambda: False
-
-
-class PromptToolkitUI(PlainUI):
-    """A prompt_toolkit prompt with a bottom toolbar; the model's text in its own colour."""
-
-    def __init__(self, toolbar):
-        from prompt_toolkit import PromptSession
-        from prompt_toolkit.key_binding import KeyBindings
-
-        keys = KeyBindings()
-
-        @keys.add("c-r")
-        def _(event):
-            event.current_buffer.text = "/rewrite"
-            event.current_buffer.validate_and_handle()
-
-        self.session = PromptSession(bottom_toolbar=toolbar, key_bindings=keys)
-        self.typed_ahead = ""  # keys typed while the model wrote, other than Esc
-
-    def read(self, prompt: str) -> str:
-        default, self.typed_ahead = self.typed_ahead, ""
-        return self.session.prompt(prompt, default=default)
-
-    @contextlib.contextmanager
-    def generating(self):
-        """Esc stops the writing: the terminal is put in cbreak mode (Ctrl-C still interrupts) and the
-        keys are polled between characters; other keys typed meanwhile go to the next prompt."""
-        if not sys.stdin.isatty():
-            yield lambda: False
-            return
-        import select
-        import termios
-        import tty
-
-        fd = sys.stdin.fileno()
-        saved = termios.tcgetattr(fd)
-
-        def escape_pressed() -> bool:
-            while select.select([fd], [], [], 0)[0]:
-                data = os.read(fd, 64).decode("utf-8", "replace")
-                if "\x1b" in data:
-                    return True
-                self.typed_ahead += data.replace("\r", "").replace("\n", "")
-            return False
-
-        tty.setcbreak(fd)
-        try:
-            yield escape_pressed
-        finally:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-    def edit(self, prompt: str, default: str) -> str:
-        return self.session.prompt(prompt, default=default)
-
-    def story(self, text: str, author: str) -> None:
-        colour = "\x1b[36m" if author == MODEL else ""
-        sys.stdout.write(f"{colour}{text}\x1b[0m" if colour else text)
-        sys.stdout.flush()
-
-    def status(self, text: str) -> None:
-        pass  # the bottom toolbar shows it
 
 
 class Repl:
@@ -335,7 +238,7 @@ class Repl:
 
     def load(self, path: Path) -> Document:
         if is_session_file(path):
-            return Document.load(path, fingerprint=self.fingerprint, zero_state=self.loaded.backend.zero_state(1))
+            return Document.load(path, fingerprint=self.fingerprint, zero_state=self.reader.empty_state())
         return Document([Span(WRITER, opening_text(path))])
 
     # ----- display -----
@@ -410,92 +313,3 @@ def opening_text(path: Path) -> str:
     if not text.strip():
         raise InputTextError(f"{path}: the opening is empty")
     return clean_opening(text)
-
-
-def default_session_path(file: Path | None) -> Path:
-    if file is not None:
-        return file if is_session_file(file) else file.with_name(file.name + ".session.json")
-    return Path(click.get_app_dir("ai-writer")) / "sessions" / "autosave.json"
-
-
-@click.command("repl")
-@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-n", "--len", "length", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Characters per paragraph, at most (a paragraph ends at its line break).")
-@click.option("--seed", type=click.IntRange(min=0), help="First random seed (then +1 per paragraph).")
-@click.option("--session", "session_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Autosave file. Default: FILE.session.json beside a text FILE, FILE itself for a session, "
-              "else sessions/autosave.json in the ai-writer user folder.")
-@click.option("--resume/--no-resume", default=None,
-              help="Resume the autosaved session without asking (or start afresh without asking).")
-@click.option("--paragraph/--no-paragraph", default=True, show_default=True,
-              help="Stop writing at the end of a paragraph, or always write --len characters.")
-@click.option("--plain", is_flag=True, help="Plain line input and output (also when TERM=dumb).")
-@model_options
-@sampling_options
-def repl_command(file, length, seed, session_path, resume, paragraph, plain, model, vocab, unknown_char, backend, precision,
-                 threads, **sampling):
-    """An interactive writing session: Enter writes the next paragraph, /rewrite (Ctrl-R) rewrites it.
-
-    \b
-    FILE is a text opening or a saved session; without it the REPL asks for an opening.
-    Every change is autosaved to the session file. /help lists the commands.
-
-    \b
-    Examples:
-      ai-writer repl opening.txt
-      ai-writer repl story.session.json --temperature 0.9
-    """
-    settings = SamplerSettings(**sampling)
-    if file is not None and not file.is_file():
-        raise InputTextError(f"{file}: no such file")
-    session_path = session_path or default_session_path(file)
-    loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
-    click.echo(f"ai-writer: {loaded.describe()}", err=True)
-    plain = plain or os.environ.get("TERM", "") == "dumb" or not sys.stdin.isatty()
-    repl = Repl(loaded, None, settings=settings, length=length, seed=seed, session_path=session_path,
-                paragraph=paragraph)
-    repl.ui = PlainUI() if plain else PromptToolkitUI(lambda: repl.toolbar_text())
-    context = click.get_current_context()  # options given on the command line win over a session's settings
-    repl.explicit = frozenset(name for name in [*sampling, "length"]
-                              if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT)
-
-    resumed = False
-    if session_path.is_file() and (file is None or file.resolve() != session_path.resolve()):
-        resumed = _offer_resume(repl, session_path, resume)
-    if not resumed and file is not None:
-        repl.adopt(repl.load(file), repl.explicit)
-    while not repl.doc.spans:
-        try:
-            opening = repl.ui.read("Opening> ")
-        except (EOFError, KeyboardInterrupt):
-            return
-        if opening.strip() in ("/quit", "/q", "/exit"):
-            return
-        if opening.strip():
-            from ai_writer.text.cleanup import clean_opening
-
-            repl.add_writer_text(clean_opening(opening))
-    repl.ui.info("Enter writes the next paragraph; /help lists the commands.")
-    repl.show_story()
-    repl.run()
-
-
-def _offer_resume(repl: Repl, session_path: Path, resume: bool | None) -> bool:
-    try:
-        document = repl.load(session_path)
-    except AiWriterError as exc:
-        repl.ui.error(f"the autosaved session cannot be resumed: {exc}")
-        return False
-    if not document.spans or resume is False:
-        return False
-    if resume is None:
-        try:
-            answer = repl.ui.read(f"Resume the autosaved session {session_path} ({len(document)} characters)? [Y/n] ")
-        except (EOFError, KeyboardInterrupt):
-            answer = "n"
-        if answer.strip().lower() not in ("", "y", "yes"):
-            return False
-    repl.adopt(document, repl.explicit)
-    repl.ui.info(f"(resumed {len(document)} characters)")
-    return True

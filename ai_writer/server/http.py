@@ -30,9 +30,6 @@ from ai_writer.server.requests import ApiError, JobSpec, completions_spec, conti
 from ai_writer.server.worker import InferenceWorker, Job
 
 FLUSH_INTERVAL = 0.04  # seconds: streamed text goes out at most this often per request (25 updates/s)
-API_ROUTES = {"/api/info": ("GET",), "/api/continue": ("POST",), "/v1/models": ("GET",),
-              "/v1/completions": ("POST",)}
-OPEN_ROUTES = {"/healthz": ("GET",)}
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".json": "application/json", ".svg": "image/svg+xml",
                  ".png": "image/png", ".ico": "image/x-icon", ".txt": "text/plain; charset=utf-8"}
@@ -53,6 +50,52 @@ class ServerSettings:
     read_timeout: float = 30.0  # seconds a client may stay silent while sending, or not reading
     max_connections: int = 64
     log: Callable[[str], None] | None = None
+
+
+# -- the routes: one table from (method, path) to its handler ----------------------------------
+# Other paths are static files (GET, HEAD). HEAD is answered as GET, OPTIONS is the CORS
+# preflight; 405 and its Allow header list the methods of a path in this table.
+
+
+def get_healthz(request: Handler) -> None:
+    request._send_json(200, {"status": "ok"})
+
+
+def get_info(request: Handler) -> None:
+    settings = request.server.settings
+    request._send_json(200, {**settings.info, "defaults": {"length": settings.default_chars,
+                                                             **settings.defaults.as_dict()}})
+
+
+def get_models(request: Handler) -> None:
+    request._send_json(200, {"object": "list", "data": [
+        {"id": request.server.settings.model_id, "object": "model", "created": 0, "owned_by": "ai-writer"}]})
+
+
+def post_continue(request: Handler) -> None:
+    settings = request.server.settings
+    request._continue(continue_spec(request._json_body(), settings.defaults, settings.default_chars))
+
+
+def post_completions(request: Handler) -> None:
+    settings = request.server.settings
+    request._completions(completions_spec(request._json_body(), settings.defaults, settings.model_id))
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Callable[[Handler], None]
+    token: bool = True  # the access token is required (when the server has one)
+
+
+ROUTES = {
+    ("GET", "/healthz"): Route(get_healthz, token=False),
+    ("GET", "/api/info"): Route(get_info),
+    ("POST", "/api/continue"): Route(post_continue),
+    ("GET", "/v1/models"): Route(get_models),
+    ("POST", "/v1/completions"): Route(post_completions),
+}
+METHODS = {path: tuple(m for m, p in ROUTES if p == path) for _, path in ROUTES}  # path -> its methods
 
 
 class AiWriterHTTPServer(ThreadingHTTPServer):
@@ -130,9 +173,8 @@ class Handler(BaseHTTPRequestHandler):
         self._body_read = False
         try:
             path = urlsplit(self.path).path
-            routes = {**API_ROUTES, **OPEN_ROUTES}
-            if path in routes:
-                self._route(method, path, routes[path])
+            if path in METHODS:
+                self._route(method, path)
             elif method in ("GET", "HEAD"):
                 self._static(path, head=method == "HEAD")
             else:
@@ -154,7 +196,8 @@ class Handler(BaseHTTPRequestHandler):
         if has_body and not self._body_read:
             self.close_connection = True
 
-    def _route(self, method: str, path: str, allowed: tuple[str, ...]) -> None:
+    def _route(self, method: str, path: str) -> None:
+        allowed = METHODS[path]
         if method == "OPTIONS" and self._cors_origin():
             self._send(204, b"", "text/plain", {"Access-Control-Allow-Methods": ", ".join((*allowed, "OPTIONS")),
                                                 "Access-Control-Allow-Headers": "Authorization, Content-Type",
@@ -162,24 +205,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         if method == "HEAD" and "GET" in allowed:
             method = "GET"
-        if method not in allowed:
+        route = ROUTES.get((method, path))
+        if route is None:
             raise ApiError(405, f"{path} accepts {', '.join(allowed)}, not {method}",
                            headers={"Allow": ", ".join(allowed)})
-        if path in API_ROUTES:
+        if route.token:
             self._check_token()
-        settings = self.server.settings
-        if path == "/healthz":
-            self._send_json(200, {"status": "ok"})
-        elif path == "/api/info":
-            self._send_json(200, {**settings.info, "defaults": {"length": settings.default_chars,
-                                                                 **settings.defaults.as_dict()}})
-        elif path == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [
-                {"id": settings.model_id, "object": "model", "created": 0, "owned_by": "ai-writer"}]})
-        elif path == "/api/continue":
-            self._continue(continue_spec(self._json_body(), settings.defaults, settings.default_chars))
-        elif path == "/v1/completions":
-            self._completions(completions_spec(self._json_body(), settings.defaults, settings.model_id))
+        route.handler(self)
 
     # -- requests ----------------------------------------------------------------------------
 

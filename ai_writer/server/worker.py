@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ai_writer.backends import Backend
-from ai_writer.generation.generator import settle_row
+from ai_writer.generation.decode import DecodeBatch, Row
 from ai_writer.generation.prefix_cache import PrefixCache
-from ai_writer.generation.sampler import PenaltyTracker, sample_rows
+from ai_writer.generation.reading import PromptReading, Reader
 from ai_writer.server.requests import ApiError, JobSpec
 from ai_writer.text.char_tokenizer import CharTokenizer
 
@@ -49,47 +48,27 @@ class Job:
 
 
 @dataclass
-class _Row:
-    job: Job
-    index: int  # the choice index within the job: prompt * runs + run
-    prompt: tuple[int, ...]
-    rng: np.random.Generator
-    penalties: PenaltyTracker | None
-    last_token: int
-    decoder: Any  # the tokenizer's stream decoder: a chunk never holds a broken character
-    generated: list[int] = field(default_factory=list)
-    text: str = ""
-    sent: int = 0
-    done: bool = False
-    finish_reason: str = "length"
-
-
-@dataclass
 class _Reading:
-    """A prompt being read: what is left of it and the state so far."""
+    """A prompt of a job being read."""
 
     job: Job
     prompt_index: int
-    ids: tuple[int, ...]
-    position: int
-    state: Any
-    logits: np.ndarray | None
+    prompt: PromptReading
 
 
 class InferenceWorker:
-    def __init__(self, backend: Backend, tokenizer: CharTokenizer, *, max_queue: int = 32, max_batch: int = 32,
+    def __init__(self, backend: Any, tokenizer: CharTokenizer, *, max_queue: int = 32, max_batch: int = 32,
                  cache: PrefixCache | None = None):
-        self.backend, self.tokenizer = backend, tokenizer
+        self.tokenizer = tokenizer
+        self.reader = Reader(backend, tokenizer)
+        self.batch = DecodeBatch(backend, tokenizer, keep_final_states=True)
         self.max_batch = max_batch
         self.cache = cache if cache is not None else PrefixCache()
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ai-writer-inference", daemon=True)
-        self._rows: list[_Row] = []
-        self._state: Any = None
-        self._logits: np.ndarray | None = None
-        self._reading: list[_Reading] = []
-        self.steps = 0  # decode steps taken (for tests and stats)
+        self._reading: list[_Reading] = []  # prompts being read, in order
+        self._ready: list[_Reading] = []  # prompts read, waiting for rows they cannot join yet
         self.max_rows_seen = 0  # the largest batch decoded so far
 
     # -- the request side (HTTP threads) ------------------------------------------------------
@@ -129,30 +108,36 @@ class InferenceWorker:
 
     @property
     def active_rows(self) -> int:
-        return len(self._rows) + len(self._reading)
+        return len(self.batch) + len(self._reading) + len(self._ready)
+
+    @property
+    def steps(self) -> int:
+        """Decode steps taken (for tests and stats)."""
+        return self.batch.steps
 
     # -- the worker thread ------------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._admit()
-            if not self._rows and not self._reading:
+            if not self.active_rows:
                 continue
             try:
                 self._drop_cancelled()
-                if self._reading:
+                if self._reading or self._ready:
                     self._read_one_segment()
-                if self._rows:
+                if self.batch:
                     self._decode_step()
             except Exception as exc:  # a backend failure: fail the jobs in flight, keep serving
                 self._fail_all(ApiError(500, f"generation failed: {type(exc).__name__}: {exc}"))
 
     def _admit(self) -> None:
         """Take waiting jobs while the batch has room; block briefly when there is nothing to do."""
-        idle = not self._rows and not self._reading
+        idle = not self.active_rows
         while True:
-            room = self.max_batch - len(self._rows) - sum(r.job.spec.runs for r in self._reading)
-            if not idle and (room <= 0 or not self._can_join()):
+            waiting = self._reading + self._ready
+            room = self.max_batch - len(self.batch) - sum(r.job.spec.runs for r in waiting)
+            if not idle and (room <= 0 or self._ready):
                 return
             try:
                 job = self._queue.get(timeout=0.2) if idle else self._queue.get_nowait()
@@ -162,81 +147,45 @@ class InferenceWorker:
             if job.cancelled.is_set():
                 continue
             for index, ids in enumerate(job.prompt_ids):
-                self._reading.append(self._start_reading(job, index, ids))
-
-    def _can_join(self) -> bool:
-        """Requests share a batch when the backend's states can be concatenated."""
-        return self._state is None or hasattr(self._state, "concat")
-
-    def _start_reading(self, job: Job, prompt_index: int, ids: tuple[int, ...]) -> _Reading:
-        cached = self.cache.longest_prefix(ids)
-        if cached is None:
-            return _Reading(job, prompt_index, ids, 0, self.backend.zero_state(1), None)
-        job.reused_tokens += len(cached.ids)
-        return _Reading(job, prompt_index, ids, len(cached.ids), cached.state, cached.logits)
+                reading = PromptReading.begin(ids, self.reader, self.cache)
+                job.reused_tokens += reading.reused
+                self._reading.append(_Reading(job, index, reading))
 
     def _read_one_segment(self) -> None:
-        reading = self._reading[0]
-        if reading.position < len(reading.ids):
-            segment = reading.ids[reading.position : reading.position + PREFILL_SEGMENT]
-            logits, reading.state = self.backend.forward([list(segment)], reading.state)
-            reading.logits, reading.position = logits[0], reading.position + len(segment)
-            if reading.position < len(reading.ids):
-                return
-            self.cache.put(reading.ids, reading.state, reading.logits)
-        self._reading.pop(0)
-        self._add_rows(reading)
+        """Read one segment of the first prompt; a prompt read in full starts its rows when it can
+        join the batch (the states of window models join only when their windows are as long)."""
+        if self._reading:
+            reading = self._reading[0]
+            reading.prompt.advance(self.reader, self.cache, PREFILL_SEGMENT)
+            if reading.prompt.done:
+                self._ready.append(self._reading.pop(0))
+        while self._ready and self.batch.can_join(self._ready[0].prompt.start()):
+            self._add_rows(self._ready.pop(0))
 
     def _add_rows(self, reading: _Reading) -> None:
         job, runs = reading.job, reading.job.spec.runs
-        settings = job.spec.settings
-        penalize = settings.presence_penalty > 0 or settings.frequency_penalty > 0
         rng = np.random.default_rng(job.seed if reading.prompt_index == 0 else [job.seed, reading.prompt_index])
-        for run in range(runs):
-            penalties = PenaltyTracker(self.tokenizer.vocab_size, settings) if penalize else None
-            self._rows.append(_Row(job, reading.prompt_index * runs + run, reading.ids, rng, penalties,
-                                   reading.ids[-1], self.tokenizer.stream_decoder()))
-        state = reading.state.repeat(runs) if runs > 1 else reading.state
-        logits = np.repeat(reading.logits[None, :], runs, axis=0)
-        if self._state is None:
-            self._state, self._logits = state, logits
-        else:
-            self._state = self._state.concat(state)
-            self._logits = np.concatenate([self._logits, logits])
-        self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
+        first = reading.prompt_index * runs
+        self.batch.add(reading.prompt.start(), runs, settings=job.spec.settings, rng=rng,
+                       max_chars=job.spec.max_chars, stop=job.spec.stop,
+                       tags=[(job, reading.prompt.ids, first + run) for run in range(runs)])
+        self.max_rows_seen = max(self.max_rows_seen, len(self.batch))
 
     def _decode_step(self) -> None:
-        banned = list(self.tokenizer.banned_ids)
-        line_ends = self.tokenizer.line_end_ids
-        rows = self._rows
-        tokens = sample_rows(self._logits, after_newline=[row.last_token in line_ends for row in rows],
-                             settings=[row.job.spec.settings for row in rows], rngs=[row.rng for row in rows],
-                             banned_ids=banned, penalties=[row.penalties for row in rows])
-        for position, (row, token) in enumerate(zip(rows, tokens)):
-            if row.penalties is not None:
-                row.penalties.update(token)
-            row.generated.append(token)
-            row.last_token = token
-            row.text += row.decoder.decode(token)
-            chunk = settle_row(row, row.job.spec.max_chars, row.job.spec.stop)
+        for row, chunk in self.batch.step():
+            job, prompt, index = row.tag
             if chunk:
-                row.job.events.put(("chunk", row.index, chunk))
+                job.events.put(("chunk", index, chunk))
             if row.done:
-                self._finish(row, position)
-        self.steps += 1
-        keep = [p for p, row in enumerate(self._rows) if not row.done]
-        self._keep(keep)
-        if self._rows:
-            self._logits, self._state = self.backend.forward([[tokens[p]] for p in keep], self._state)
+                self._finish(row)
 
-    def _finish(self, row: _Row, position: int) -> None:
-        job = row.job
-        if len(row.generated) > 1:  # the state after all but the last token, with the logits it was drawn from
-            self.cache.put(row.prompt + tuple(row.generated[:-1]), self._state.select([position]),
-                           self._logits[position])
-        job.events.put(("finish", row.index, row.finish_reason))
-        job.results[row.index] = {"index": row.index, "text": row.text, "finish_reason": row.finish_reason,
-                                  "tokens": len(row.generated)}
+    def _finish(self, row: Row) -> None:
+        job, prompt, index = row.tag
+        if row.final is not None:  # the state after all but the last token, with the logits it was drawn from
+            self.cache.put(prompt + tuple(row.tokens[:-1]), *row.final)
+        job.events.put(("finish", index, row.finish_reason))
+        job.results[index] = {"index": index, "text": row.text, "finish_reason": row.finish_reason,
+                              "tokens": len(row.tokens)}
         job.rows_left -= 1
         if job.rows_left == 0:
             job.events.put(("done", self._summary(job)))
@@ -247,21 +196,15 @@ class InferenceWorker:
                 "reused_tokens": job.reused_tokens, "completion_tokens": sum(c["tokens"] for c in choices),
                 "seconds": round(time.perf_counter() - job.submitted, 4)}
 
-    def _keep(self, positions: list[int]) -> None:
-        if len(positions) == len(self._rows):
-            return
-        self._rows = [self._rows[p] for p in positions]
-        if self._rows:
-            self._state, self._logits = self._state.select(positions), self._logits[positions]
-        else:
-            self._state, self._logits = None, None
-
     def _drop_cancelled(self) -> None:
         self._reading = [r for r in self._reading if not r.job.cancelled.is_set()]
-        self._keep([p for p, row in enumerate(self._rows) if not row.job.cancelled.is_set()])
+        self._ready = [r for r in self._ready if not r.job.cancelled.is_set()]
+        self.batch.drop(lambda row: row.tag[0].cancelled.is_set())
 
     def _fail_all(self, error: ApiError) -> None:
-        jobs = {id(r.job): r.job for r in self._rows} | {id(r.job): r.job for r in self._reading}
+        jobs = {id(r.job): r.job for r in self._reading + self._ready}
+        jobs |= {id(row.tag[0]): row.tag[0] for row in self.batch.rows}
         for job in jobs.values():
             job.events.put(("error", error))
-        self._rows, self._reading, self._state, self._logits = [], [], None, None
+        self._reading, self._ready = [], []
+        self.batch.clear()

@@ -1,9 +1,9 @@
 """The story being written: spans of text with their provenance, undo/redo, and saved sessions.
 
-UI-free and backend-agnostic: the REPL and the web server share it. A document is an ordered
-tuple of immutable `Span`s (the writer's text or the model's); every model span keeps, in memory,
-the generator state at its start, so a rewrite samples again from there without re-reading the
-story. The document also keeps the state at the end of the text it has read, so appending text
+UI-free and backend-agnostic: the REPL writes through it (the web page keeps its own text in the
+browser). A document is an ordered tuple of immutable `Span`s (the writer's text or the model's);
+every model span keeps, in memory, the generator state at its start, so a rewrite samples again
+from there without re-reading the story. The document also keeps the state at the end of the text it has read, so appending text
 feeds only the new characters, and an edit re-reads from the nearest snapshot before it.
 
 Undo/redo is a stack of span tuples: spans are immutable and states are shared references, so
@@ -15,8 +15,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +22,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ai_writer.errors import AiWriterError, InputTextError
-from ai_writer.generation.generator import Prefilled
+from ai_writer.files import write_atomic
+from ai_writer.generation.decode import Prefilled
+from ai_writer.generation.reading import Reader
 from ai_writer.generation.sampler import SamplerSettings
 
 SESSION_FORMAT = "ai-writer-session"
@@ -49,38 +49,6 @@ class Span:
         if self.author == MODEL:
             record.update(seed=self.seed, settings=self.settings)
         return record
-
-
-class CountingBackend:
-    """A backend wrapper that counts the tokens fed to the model (prefill and decode alike)."""
-
-    def __init__(self, backend):
-        self.inner = backend
-        self.fed = 0
-
-    def forward(self, token_ids, state):
-        self.fed += sum(len(row) for row in token_ids)
-        return self.inner.forward(token_ids, state)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-class Reader:
-    """Feeds text into the model from a given state: the only way a document reads text."""
-
-    def __init__(self, backend, tokenizer):
-        self.backend, self.tokenizer = backend, tokenizer
-
-    def feed(self, start: Prefilled | None, text: str) -> Prefilled | None:
-        """The state after reading `text` from `start` (None = the empty beginning)."""
-        ids = self.tokenizer.encode(text)
-        if not ids:
-            return start
-        state = start.state if start is not None else self.backend.zero_state(1)
-        logits, state = self.backend.forward([ids], state)
-        n = (start.n_tokens if start is not None else 0) + len(ids)
-        return Prefilled(state=state, logits=logits[0], last_token=ids[-1], n_tokens=n)
 
 
 @dataclass(frozen=True)
@@ -272,23 +240,12 @@ def is_session_file(path: str | Path) -> bool:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a crash leaves either the old file or the new one."""
+    """Write `text` to `path` so that a crash leaves either the old file or the new one (files.write_atomic)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_atomic(path, text)
     except OSError as exc:
         raise SessionFileError(f"{path}: cannot write there ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:  # Ctrl-C included: never leave the temporary file behind
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise SessionFileError(f"{path}: cannot write there ({exc.strerror or exc})") from None
-        raise
 
 
 def _without_states(spans: Sequence[Span]) -> tuple[Span, ...]:

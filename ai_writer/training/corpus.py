@@ -20,8 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from ai_writer.errors import AiWriterError, InputTextError
+from ai_writer.files import atomic_files
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 
 VALIDATION_PERCENT = 5
@@ -214,24 +213,22 @@ def _cache_key(contents: Sequence[bytes], min_char_count: int, unknown_char: str
 
 def _write_cache(folder: Path, tokenizer: CharTokenizer, train: np.ndarray, val: np.ndarray,
                  files: list[CorpusFile]) -> None:
-    """Write the entry into a temporary folder, then rename it: a half-written entry is never read."""
-    tmp = None
+    """Write the entry as a whole folder, atomically (files.atomic_files): a half-written entry is never read."""
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name, suffix=".tmp"))
-        np.save(tmp / "train.npy", train)
-        np.save(tmp / "val.npy", val)
-        info = {
-            "vocab": tokenizer.to_json(),
-            "files": [[str(f.path), f.lines, f.train_lines, f.val_lines, f.train_chars, f.val_chars] for f in files],
-        }
-        (tmp / "corpus.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, folder)
+        with atomic_files(folder) as staging:
+            entry = staging / folder.name
+            entry.mkdir()
+            np.save(entry / "train.npy", train)
+            np.save(entry / "val.npy", val)
+            info = {
+                "vocab": tokenizer.to_json(),
+                "files": [[str(f.path), f.lines, f.train_lines, f.val_lines, f.train_chars, f.val_chars]
+                          for f in files],
+            }
+            (entry / "corpus.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
     except OSError:
         pass  # the cache is an optimisation: a read-only or full disk only costs time
-    finally:
-        if tmp is not None and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _read_cache(folder: Path, unknown_char: str):

@@ -19,11 +19,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ai_writer.training.corpus import join_lines, read_lines, split_lines
+from ai_writer.backends.base import PREFILL_SEGMENT
 from ai_writer.errors import VocabularyError
+from ai_writer.training.corpus import join_lines, read_lines, split_lines
 from ai_writer.text.char_tokenizer import CharTokenizer
 
-SEGMENT_LEN = 1024  # characters per forward pass: bounds memory for any text length
 LN2 = math.log(2)
 
 
@@ -40,7 +40,7 @@ class EvalResult:
 
 
 def bits_per_character(model, tokenizer: CharTokenizer, text: str,
-                       segment_len: int = SEGMENT_LEN) -> tuple[float, int, int]:
+                       segment_len: int = PREFILL_SEGMENT) -> tuple[float, int, int]:
     """(bits per character, characters scored, unknown characters) of `text`.
 
     `model` is an `RWKV7` module, a torch backend (its module is used), or any Backend, which
@@ -55,7 +55,7 @@ def evaluate_file(model, tokenizer: CharTokenizer, path: str | os.PathLike, *, a
     lines = read_lines(path)
     if not all:
         lines = split_lines(lines)[1]
-    return dataclasses.replace(_score(model, tokenizer, join_lines(lines), SEGMENT_LEN), name=str(path))
+    return dataclasses.replace(_score(model, tokenizer, join_lines(lines), PREFILL_SEGMENT), name=str(path))
 
 
 def evaluate_files(model, tokenizer: CharTokenizer, paths: Sequence[str | os.PathLike], *,

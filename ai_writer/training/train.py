@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ai_writer.models.checkpoint import OPTIONAL_LAYER0_KEYS, Checkpoint, load_checkpoint, save_native
 from ai_writer.training.corpus import load_corpus
 from ai_writer.errors import BackendError, InputTextError, ModelFileError, SettingsError
+from ai_writer.files import atomic_path
 from ai_writer.models.rwkv.rwkv7 import RWKV7
 from ai_writer.models.rwkv.init import init_weights, new_model_config
 from ai_writer.training.progress import QuietProgress, StepStats, TrainProgress
@@ -195,9 +196,8 @@ def check_options(options: TrainOptions) -> None:
 # --- the training checkpoint: plain tensors, dicts, lists, str and numbers (torch.load(weights_only=True))
 
 def save_training_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
 
 
 def load_training_checkpoint(path: Path) -> dict:

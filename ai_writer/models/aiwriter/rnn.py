@@ -131,17 +131,47 @@ class BState:
     hk: torch.Tensor  # (B, n, 256) head_k of the last n <= ctx_len positions (n = 0 without HEAD_QK)
     window: torch.Tensor  # (B, n) their ids
 
+    # The state protocol (backends/base.py State); every method returns new tensors.
+
     @property
     def batch_size(self) -> int:
         return self.aa.shape[1]
 
+    def layered(self) -> tuple[torch.Tensor, ...]:
+        """The (n_layer, B, C) tensors."""
+        return self.first_shift, self.aa, self.bb, self.ffn_shift
+
+    def windowed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The copy window's (B, n, ...) tensors."""
+        return self.hk, self.window
+
     def select(self, rows: list[int]) -> "BState":
         index = torch.tensor(rows, dtype=torch.long, device=self.aa.device)
-        layered = (t.index_select(1, index) for t in (self.first_shift, self.aa, self.bb, self.ffn_shift))
-        return BState(*layered, self.hk.index_select(0, index), self.window.index_select(0, index))
+        return BState(*(t.index_select(1, index) for t in self.layered()),
+                      *(t.index_select(0, index) for t in self.windowed()))
 
     def repeat(self, n: int) -> "BState":
         return self.select([0] * n)
+
+    def joinable(self, other: object) -> bool:
+        """For states of one model, always without HEAD_QK; with it, when the copy windows are as
+        long (they differ only while a text is shorter than ctx_len)."""
+        return isinstance(other, BState) and self._row_shapes() == other._row_shapes()
+
+    def concat(self, other: "BState") -> "BState":
+        """One batch: this state's rows, then the other's."""
+        if not self.joinable(other):
+            raise ValueError("these states cannot share a batch (copy windows of different lengths, or "
+                             "another model's)")
+        return BState(*(torch.cat([a, b], dim=1) for a, b in zip(self.layered(), other.layered())),
+                      *(torch.cat([a, b], dim=0) for a, b in zip(self.windowed(), other.windowed())))
+
+    def clone(self) -> "BState":
+        return BState(*(t.clone() for t in (*self.layered(), *self.windowed())))
+
+    def _row_shapes(self) -> list[tuple]:
+        return ([(t.shape[0], *t.shape[2:], t.dtype, t.device) for t in self.layered()]
+                + [(*t.shape[1:], t.dtype, t.device) for t in self.windowed()])
 
 
 class AIWriterB:

@@ -140,14 +140,25 @@ class PositionStore:
         return self.select(list(range(self.ids.shape[0])), length)
 
     def select(self, rows: list[int], length: int) -> "PositionStore":
-        index = torch.tensor(rows, dtype=torch.long, device=self.ids.device)
-        n_layer, _, L, A = self.kv.shape
-        copy = PositionStore(self.kv.new_empty(n_layer, len(rows), L, A),
-                             self.kappa.new_empty(len(rows), L, self.kappa.shape[2]), self.ids.new_zeros(len(rows), L),
+        """A new store of the given rows' first `length` positions."""
+        return PositionStore.gather([(self, rows)], length)
+
+    @staticmethod
+    def gather(parts: list[tuple["PositionStore", list[int]]], length: int) -> "PositionStore":
+        """A new store of the first `length` positions of the rows of several stores, in order."""
+        first = parts[0][0]
+        n_layer, _, L, A = first.kv.shape
+        batch = sum(len(rows) for _, rows in parts)
+        copy = PositionStore(first.kv.new_empty(n_layer, batch, L, A),
+                             first.kappa.new_empty(batch, L, first.kappa.shape[2]), first.ids.new_zeros(batch, L),
                              length)
-        copy.kv[:, :, :length] = self.kv[:, :, :length].index_select(1, index)
-        copy.kappa[:, :length] = self.kappa[:, :length].index_select(0, index)
-        copy.ids[:, :length] = self.ids[:, :length].index_select(0, index)
+        at = 0
+        for store, rows in parts:
+            index, end = torch.tensor(rows, dtype=torch.long, device=store.ids.device), at + len(rows)
+            copy.kv[:, at:end, :length] = store.kv[:, :, :length].index_select(1, index)
+            copy.kappa[at:end, :length] = store.kappa[:, :length].index_select(0, index)
+            copy.ids[at:end, :length] = store.ids[:, :length].index_select(0, index)
+            at = end
         return copy
 
 
@@ -174,6 +185,15 @@ class WindowCache:
         index = torch.tensor(rows, dtype=torch.long, device=self.shift1.device)
         return WindowCache(self.length, *(t.index_select(1, index) for t in (self.shift1, self.shift2, self.ksum)),
                            self.store.select(rows, self.length))
+
+    def concat(self, other: "WindowCache") -> "WindowCache":
+        """One batch: this cache's rows, then the other's, of windows of the same length."""
+        if other.length != self.length:
+            raise ValueError(f"caches of {self.length} and {other.length} positions cannot share a batch")
+        small = (torch.cat([a, b], dim=1) for a, b in zip((self.shift1, self.shift2, self.ksum),
+                                                           (other.shift1, other.shift2, other.ksum)))
+        parts = [(self.store, list(range(self.batch_size))), (other.store, list(range(other.batch_size)))]
+        return WindowCache(self.length, *small, PositionStore.gather(parts, self.length))
 
 
 class AIWriterA:

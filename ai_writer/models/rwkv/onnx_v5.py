@@ -1,7 +1,7 @@
 """The ONNX graphs of RWKV-5.2 and RWKV-6, built from numpy weights (no torch).
 
 They compute what `rwkv5.RWKV5` and `rwkv6.RWKV6` compute (read those modules for the math),
-with onnx_graph.py's skeleton: the same inputs, outputs and state layout (att_shift (L, B, C),
+with onnx_v7.py's skeleton: the same inputs, outputs and state layout (att_shift (L, B, C),
 wkv (L, B, H, N, N) laid out [key dim, value dim], ffn_shift (L, B, C)), the same "prefix"
 design (an If reads the first T - 1 tokens in the chunked form, the main graph runs the step
 form on the last one), fp16 and int8 as there. What differs is here: the time and channel

@@ -1,7 +1,7 @@
 """The ONNX graph of an RWKV-7 model, built node by node from numpy weights (no torch).
 
 It computes exactly what `rwkv7.RWKV7.forward` computes (read that module for the math);
-`onnx_export.py` writes it to a file. Inputs `tokens` (B, T) and the state `att_shift`
+export/onnx.py writes it to a file. Inputs `tokens` (B, T) and the state `att_shift`
 (L, B, C), `wkv` (L, B, H, N, N), `ffn_shift` (L, B, C); outputs the last position's `logits`
 (B, V) and `new_att_shift`, `new_wkv`, `new_ffn_shift`. B and T are dynamic.
 
@@ -23,7 +23,7 @@ runs the step form on the last token, which gives the logits. Decoding thus runs
 in the main graph, where ONNX Runtime plans memory best, and pays only for one near-empty If
 call (about 6 µs); the last FFN and the head run on one position in every case. The obvious
 design, an If on T == 1 choosing between a whole step form and a whole chunked form, runs every
-decode step as a subgraph and was measurably slower. The figures are in onnx_export.py's
+decode step as a subgraph and was measurably slower. The figures are in export/onnx.py's
 docstring; benchmarks/onnx_decode_design.py measures them again.
 
 In fp16 the weights and activations are fp16 and the decay and wkv recurrence run in fp32, as
@@ -365,7 +365,7 @@ def _channel_mix(g: _Graph, i: int, x: str, previous: str) -> str:
 
 @dataclass(frozen=True)
 class Architecture:
-    """What the layer stack and build_model need of one RWKV version (onnx_graph_v5.py has RWKV-5.2/6)."""
+    """What the layer stack and build_model need of one RWKV version (onnx_v5.py has RWKV-5.2/6)."""
 
     time_mix: Callable  # (g, form, config, i, x, shift, state, carry) -> (out, state, carry)
     channel_mix: Callable  # (g, i, x, previous) -> out

@@ -41,26 +41,38 @@ class RWKV7State:
             ffn_shift=torch.zeros(L, batch_size, C, dtype=dtype, device=device),
         )
 
+    # The state protocol (backends/base.py State); every method returns new tensors.
+
     @property
     def batch_size(self) -> int:
         return self.att_shift.shape[1]
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.att_shift, self.wkv, self.ffn_shift
+
     def select(self, rows: list[int]) -> "RWKV7State":
         """A new state holding the given batch rows (in that order; a row may repeat)."""
         index = torch.tensor(rows, dtype=torch.long, device=self.att_shift.device)
-        return RWKV7State(*(t.index_select(1, index) for t in (self.att_shift, self.wkv, self.ffn_shift)))
+        return RWKV7State(*(t.index_select(1, index) for t in self.tensors()))
 
     def repeat(self, n: int) -> "RWKV7State":
         """n copies of a single-row state, as a batch of n rows."""
         return self.select([0] * n)
 
+    def joinable(self, other: object) -> bool:
+        """Always, for states of one model: same layers, widths, dtype and device."""
+        return isinstance(other, RWKV7State) and all(
+            (a.shape[0], *a.shape[2:], a.dtype, a.device) == (b.shape[0], *b.shape[2:], b.dtype, b.device)
+            for a, b in zip(self.tensors(), other.tensors()))
+
     def concat(self, other: "RWKV7State") -> "RWKV7State":
         """One batch: this state's rows, then the other's."""
-        return RWKV7State(*(torch.cat([a, b], dim=1) for a, b in zip(
-            (self.att_shift, self.wkv, self.ffn_shift), (other.att_shift, other.wkv, other.ffn_shift))))
+        if not self.joinable(other):
+            raise ValueError("these RWKV states are not of one model: they cannot share a batch")
+        return RWKV7State(*(torch.cat([a, b], dim=1) for a, b in zip(self.tensors(), other.tensors())))
 
     def clone(self) -> "RWKV7State":
-        return RWKV7State(self.att_shift.clone(), self.wkv.clone(), self.ffn_shift.clone())
+        return RWKV7State(*(t.clone() for t in self.tensors()))
 
 
 def token_shift(x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:

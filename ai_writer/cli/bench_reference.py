@@ -1,12 +1,14 @@
 """Speed reference: the official `rwkv` pip package (CPU, fp32), measured like `ai-writer bench`.
 
-RWKV-7, RWKV-6 and RWKV-5.2 checkpoints: the version is detected here (model_version.py) and the
+A program of its own (a command line, in cli/ because it sets the environment the package reads).
+
+RWKV-7, RWKV-6 and RWKV-5.2 checkpoints: the version is detected here (models/version.py) and the
 package is imported accordingly, as it needs RWKV_V7_ON=1 for RWKV-7 only and cannot tell.
 
 `ai-writer bench --reference` runs this in its own process (the package reads its settings from
 the environment at import time); it needs `pip install rwkv torch` (the `[dev]` extra has both).
 
-    python -m ai_writer.bench.reference --model PATH.pth [--threads 2]
+    python -m ai_writer.cli.bench_reference --model PATH.pth [--threads 2]
         [--decode-tokens 128] [--prefill-tokens 2000] [--repeats 5]
 
 Prints one JSON object per line to stdout, one per figure:

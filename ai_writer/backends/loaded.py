@@ -1,0 +1,26 @@
+"""A model opened for writing: its file, shape, tokenizer, the backend that runs it, and why that one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ai_writer.backends.base import Backend
+from ai_writer.backends.select import Choice
+
+
+@dataclass
+class LoadedModel:
+    path: Path  # the model file asked for
+    config: Any  # models.config.ModelConfig, or an original AI-Writer model's config
+    tokenizer: Any  # CharTokenizer or WorldTokenizer; None only when opened with need_vocab=False
+    backend: Backend
+    choice: Choice
+    runs: Path | None = None  # the .onnx the ONNX Runtime backends run
+
+    def describe(self) -> str:
+        return (
+            f"{self.path.name}: {self.config.describe()}; "
+            f"backend {self.choice.backend} {self.choice.precision} ({self.choice.reason})"
+        )
