@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from ai_writer.models.rwkv import onnx_v7 as onnx_graph  # noqa: E402
-from ai_writer.export.onnx import read_safetensors  # noqa: E402
+from ai_writer.export.weights import WeightWriter  # noqa: E402
+from ai_writer.models.tensors import open_tensors  # noqa: E402
 
 
 def main() -> None:
@@ -36,23 +37,24 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.model.endswith(".safetensors"):
-        tensors = read_safetensors(args.model)[0]
+        tensors = open_tensors(args.model, "safetensors")
         from ai_writer.models.config import ModelConfig
 
-        config = ModelConfig.from_tensors({k: t.shape for k, t in tensors.items()}, args.model)
+        config = ModelConfig.from_tensors(tensors.shapes, args.model)
     else:
         from ai_writer.models.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(args.model)
         tensors, config = {k: t.float().numpy() for k, t in checkpoint.tensors.items()}, checkpoint.config
-    weights = onnx_graph.prepare_weights(tensors, config)
     designs = args.designs.split(",")
     sessions = {}
     for design in designs:
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        model = onnx_graph.build_model(weights, config, design=design).SerializeToString()
+        weights = onnx_graph.prepare_weights(tensors, config)
+        model = onnx_graph.build_model(weights, config, WeightWriter(None, "", "fp32"), design=design)
+        model = model.SerializeToString()
         sessions[design] = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size

@@ -99,5 +99,5 @@ def test_precision_per_backend(backend, precision, ok):
 def test_unknown_names_are_refused():
     with pytest.raises(BackendError, match="unknown backend 'gpu'"):
         pick("gpu")
-    with pytest.raises(BackendError, match="unknown precision 'int4'"):
-        pick("cpu", "int4")
+    with pytest.raises(BackendError, match="unknown precision 'int3'"):
+        pick("cpu", "int3")

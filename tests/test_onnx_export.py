@@ -24,6 +24,8 @@ pytest.importorskip("onnxruntime")  # where the exported graphs run
 from onnx import numpy_helper  # noqa: E402
 
 from ai_writer.export import onnx as onnx_export  # noqa: E402
+from ai_writer.export import weights  # noqa: E402
+from ai_writer.models.tensors import open_tensors  # noqa: E402
 from ai_writer.models.rwkv import onnx_v7 as onnx_graph  # noqa: E402
 from ai_writer.models.rwkv import rwkv7  # noqa: E402
 from ai_writer.backends.rwkv_torch import TorchBackend  # noqa: E402
@@ -189,18 +191,18 @@ def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
     model = onnx.load(path)
     prefill = next(attr.g for node in model.graph.node if node.op_type == "If" for attr in node.attribute
                    if attr.name == "then_branch")
-    for graph, expected in ((model.graph, 2 * 6), (prefill, 2 * 6 - 2)):  # r, k, v, output, FFN pair; the
-        ops = [n.op_type for n in graph.node]  # prefill skips the last FFN (no logits)
+    for graph, expected in ((model.graph, 2 * 6 + 1), (prefill, 2 * 6 - 2)):  # r, k, v, output, FFN pair, the
+        ops = [n.op_type for n in graph.node]  # head; the prefill skips the last FFN and the head (no logits)
         assert ops.count("MatMulNBits") == expected
         for node in graph.node:
             if node.op_type == "MatMulNBits":
                 attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                assert attributes["bits"] == 8 and attributes["block_size"] == onnx_export.INT8_BLOCK
+                assert attributes["bits"] == 8 and attributes["block_size"] == weights.INT8_BLOCK
     kept = {n.name for graph in (model.graph, prefill) for n in graph.node if n.op_type == "MatMul"}
-    assert "head.matmul" in kept and "prefix/blocks.1.att.w1.matmul" in kept
+    assert "head.matmul" not in kept and "prefix/blocks.1.att.w1.matmul" in kept  # the low-rank ones stay float
     types = {t.name: t.data_type for t in model.graph.initializer}
-    assert types["emb"] == types["head"] == onnx.TensorProto.FLOAT
-    assert types["blocks.0.att.receptance.q8"] == onnx.TensorProto.UINT8
+    assert types["emb"] == onnx.TensorProto.FLOAT16  # gathered per token, widened: half the memory
+    assert types["blocks.0.att.receptance.q8"] == types["head.q8"] == onnx.TensorProto.UINT8
     assert "blocks.0.att.receptance" not in types  # one quantized copy serves both forms
 
 
@@ -208,7 +210,7 @@ def test_int8_blocks_round_trip_within_half_a_step():
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((64, 5)).astype(np.float32)
     weight[:32, 2] = 0  # an all-zero block
-    blocks, scales = onnx_export.quantize_blocks(weight, 32)
+    blocks, scales = weights.quantize_blocks(weight, 32)
     assert blocks.shape == (5, 2, 32) and blocks.dtype == np.uint8 and scales.shape == (10,)
     restored = ((blocks.astype(np.float32) - 128) * scales.reshape(5, 2, 1)).reshape(5, 64).T
     step = np.repeat(scales.reshape(5, 2), 32, axis=1).T  # (64, 5)
@@ -241,7 +243,7 @@ def test_metadata_round_trip(tmp_path):
     if not DEFAULT_MODEL.is_file():
         pytest.skip("model/default.safetensors is not in this checkout")
     path = onnx_export.export_native(DEFAULT_MODEL, tmp_path / "d.onnx", source="fingerprint-123")
-    _, stored = onnx_export.read_safetensors(DEFAULT_MODEL)
+    stored = open_tensors(DEFAULT_MODEL, "safetensors").metadata
     metadata = read_onnx_metadata(path)
     assert metadata == dict(session(path).get_modelmeta().custom_metadata_map)
     assert metadata == {"ai_writer_format": "ai-writer-onnx-1", "config": stored["config"], "precision": "fp32",
@@ -284,7 +286,7 @@ def test_graph_contract(tiny, tiny_onnx, tiny_model):
 def test_large_models_keep_their_weights_beside_the_file(tiny, tmp_path, tiny_model, monkeypatch):
     backend, _ = tiny
     checkpoint = load_checkpoint(tiny_model)
-    monkeypatch.setattr(onnx_export, "MAX_INLINE_BYTES", 10_000)
+    monkeypatch.setattr(weights, "INLINE_BYTES", 4_000)  # the tiny model's matrices then go beside the file
     state = warm_state(backend, 1, seed=4)
     tokens = np.array([[3, 1, 4, 1, 5]])
     for precision, tolerance in (("fp32", TOLERANCE), ("int8", 0.5)):
@@ -292,7 +294,7 @@ def test_large_models_keep_their_weights_beside_the_file(tiny, tmp_path, tiny_mo
         data = path.with_name(path.name + ".data")
         assert data.is_file() and data.stat().st_size > path.stat().st_size
         assert max_diff(run(session(path), tokens, state), backend.forward(tokens, state)) < tolerance
-    monkeypatch.setattr(onnx_export, "MAX_INLINE_BYTES", 2_000_000_000)
+    monkeypatch.setattr(weights, "INLINE_BYTES", 2_000_000_000)
     path = onnx_export.export_checkpoint(checkpoint, tmp_path / "fp32.onnx")
     assert not path.with_name("fp32.onnx.data").exists()  # an inline export removes the stale data file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx", "int8.onnx", "int8.onnx.data"]
@@ -301,24 +303,24 @@ def test_large_models_keep_their_weights_beside_the_file(tiny, tmp_path, tiny_mo
 def test_a_failed_export_leaves_the_old_file_and_no_litter(tmp_path, tiny_model, monkeypatch):
     checkpoint = load_checkpoint(tiny_model)
     out = onnx_export.export_checkpoint(checkpoint, tmp_path / "t.onnx")
-    before = out.read_bytes()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}  # t.onnx and its weights, t.onnx.data
 
     def disk_full(model, path):
         Path(path).write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(onnx_export, "_save", disk_full)
+    monkeypatch.setattr(onnx_export, "write_model", disk_full)
     with pytest.raises(ModelFileError, match="No space left on device"):
         onnx_export.export_checkpoint(checkpoint, out)
-    assert out.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["t.onnx"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # untouched, nothing else left
+    assert "t.onnx.data" in before
 
 
 def test_errors_are_one_line_domain_errors(tmp_path, tiny_model):
     checkpoint = load_checkpoint(tiny_model)
     weights = {k: t.numpy() for k, t in checkpoint.tensors.items()}
-    with pytest.raises(SettingsError, match="precision 'int4'"):
-        onnx_export.export_onnx(weights, checkpoint.config, tmp_path / "a.onnx", precision="int4")
+    with pytest.raises(SettingsError, match="precision 'int3'"):
+        onnx_export.export_onnx(weights, checkpoint.config, tmp_path / "a.onnx", precision="int3")
     with pytest.raises(ModelFileError, match="no such folder"):
         onnx_export.export_onnx(weights, checkpoint.config, tmp_path / "missing" / "a.onnx")
     (tmp_path / "file").write_text("x")
@@ -343,7 +345,8 @@ def _write_native(path: Path, tiny_model: Path, dtype=torch.float32) -> None:
 
 def test_bf16_native_files_are_widened_exactly(tmp_path, tiny_model, one_torch_thread):
     _write_native(tmp_path / "m.safetensors", tiny_model, torch.bfloat16)
-    tensors, _ = onnx_export.read_safetensors(tmp_path / "m.safetensors")
+    source = open_tensors(tmp_path / "m.safetensors", "safetensors")
+    tensors = {key: source.read(key) for key in source.shapes}
     checkpoint = load_checkpoint(tmp_path / "m.safetensors")
     for key, tensor in checkpoint.tensors.items():
         assert tensor.dtype == torch.bfloat16 and tensors[key].dtype == np.float32

@@ -4,7 +4,7 @@
 |-----------|------------------------------------------|---------------------|
 | cuda      | torch on an NVIDIA GPU                   | fp16 (default), bf16, fp32 |
 | dml       | ONNX Runtime, DmlExecutionProvider       | fp16 (default), fp32 |
-| cpu       | ONNX Runtime, CPUExecutionProvider       | fp32 (default), int8 |
+| cpu       | ONNX Runtime, CPUExecutionProvider       | fp32 (default), int8, int4 |
 | torch-cpu | torch on the CPU                         | fp32 (default), bf16 |
 
 `auto` picks cuda when an NVIDIA GPU is usable, else dml when onnxruntime-directml offers its
@@ -26,11 +26,11 @@ from ai_writer.errors import BackendError
 
 DEFAULT_THREADS_HELP = "all cores (on the cpu backend they sleep when idle, so a busy machine slows writing less)"
 BACKENDS = ("auto", "cuda", "dml", "cpu", "torch-cpu")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 ALLOWED_PRECISIONS = {
     "cuda": ("fp16", "bf16", "fp32"),
     "dml": ("fp16", "fp32"),
-    "cpu": ("fp32", "int8"),
+    "cpu": ("fp32", "int8", "int4"),
     "torch-cpu": ("fp32", "bf16"),
 }
 ONNX_PROVIDERS = {"dml": ["DmlExecutionProvider", "CPUExecutionProvider"], "cpu": ["CPUExecutionProvider"]}

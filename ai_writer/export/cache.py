@@ -22,7 +22,7 @@ from typing import Callable
 from ai_writer.errors import ModelFileError
 from ai_writer.models.formats import recognise
 
-EXPORT_VERSION = 3  # part of the cache file names: bump it when the exported graph changes
+EXPORT_VERSION = 4  # part of the cache file names: bump it when the exported graph changes
 SAMPLED_BLOCKS = 16
 BLOCK_BYTES = 65536
 
@@ -78,15 +78,10 @@ def onnx_for(
 
 def export_model(model_path: Path, out: Path, precision: str, source: str | None = None,
                  on_start: Callable[[], None] | None = None, kind: str | None = None) -> Path:
-    """Export a model file to ONNX: a native .safetensors without torch, a .pth through torch.
-
-    `on_start` is called once the weights have been read and checked, before the export proper."""
+    """Export a model file to ONNX, streaming its tensors (export/onnx.py): a `.safetensors` without torch,
+    a `.pth` through torch's memory-mapped loader. `on_start` is called once the file's tensors have
+    been checked, before the export proper."""
     from ai_writer.export import onnx as onnx_export
 
-    source = source or fingerprint(model_path)
-    if (kind or recognise(model_path)) == "safetensors":
-        return onnx_export.export_native(model_path, out, precision=precision, source=source, on_start=on_start)
-    from ai_writer.models.checkpoint import load_checkpoint
-
-    return onnx_export.export_checkpoint(load_checkpoint(model_path), out, precision=precision, source=source,
-                                         on_start=on_start)
+    return onnx_export.export_file(model_path, out, precision, kind=kind or recognise(model_path),
+                                   source=source or fingerprint(model_path), on_start=on_start)

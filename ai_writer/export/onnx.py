@@ -49,30 +49,32 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
-from ai_writer.models.onnx_file import ONNX_FORMAT as FORMAT
+from ai_writer.errors import ModelFileError, SettingsError
+from ai_writer.export.weights import WeightWriter, write_model
+from ai_writer.files import atomic_files
 from ai_writer.models.checkpoint import NATIVE_FORMAT  # torch-free: torch is imported only for .pth files
 from ai_writer.models.config import ModelConfig
-from ai_writer.errors import ModelFileError, SettingsError
-from ai_writer.files import atomic_files
+from ai_writer.models.onnx_file import ONNX_FORMAT as FORMAT
+from ai_writer.models.tensors import TensorSource, open_tensors
 from ai_writer.models.version import NAMES
 
-PRECISIONS = ("fp32", "fp16", "int8")
-MAX_INLINE_BYTES = 2_000_000_000  # protobuf's limit is 2 GiB: bigger models keep their weights beside the file
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
 
-def export_onnx(weights: Mapping[str, np.ndarray], config: ModelConfig, out: str | os.PathLike, *,
+def export_onnx(weights: TensorSource | Mapping[str, np.ndarray], config: ModelConfig, out: str | os.PathLike, *,
                 precision: str = "fp32", metadata: Mapping[str, str] | None = None,
                 source_name: str = "weights", on_start: Callable[[], None] | None = None) -> Path:
-    """Write the ONNX export of a model given as standard RWKV-7, RWKV-6 or RWKV-5.2 tensors (numpy, as stored).
+    """Write the ONNX export of a model given as standard RWKV-7, RWKV-6 or RWKV-5.2 tensors: a TensorSource
+    (read one tensor at a time: the streaming export) or a mapping of numpy arrays.
 
     `metadata` adds string entries (vocab, unknown_char, source) to the file's metadata_props;
-    `source_name` names the weights in error messages. Returns the path written.
+    `source_name` names the weights in error messages. Returns the path written: `out`, with the
+    weights in `out.data` beside it (`NAME.onnx.data`) unless they are all small.
     """
     if config.version == 7:
         from ai_writer.models.rwkv import onnx_v7 as onnx_graph
@@ -89,41 +91,75 @@ def export_onnx(weights: Mapping[str, np.ndarray], config: ModelConfig, out: str
     _check_weights(weights, config, source_name)
     if on_start is not None:
         on_start()  # the weights are good: the (slower) graph building and writing begin
-    model = onnx_graph.build_model(onnx_graph.prepare_weights(weights, config), config, fp16=precision == "fp16")
-    entries = {**(metadata or {}), "ai_writer_format": FORMAT, "config": config.to_json(), "precision": precision}
-    for key, value in entries.items():
-        model.metadata_props.add(key=key, value=str(value))
-    _write(model, out, precision)
+    data_name = out.name + ".data"
+    try:
+        with atomic_files(out.with_name(data_name), out) as staging:
+            with open(staging / data_name, "wb") as data:
+                writer = WeightWriter(data, data_name, precision)
+                model = onnx_graph.build_model(onnx_graph.prepare_weights(weights, config), config, writer,
+                                               fp16=precision == "fp16")
+            if writer.nbytes == 0:
+                (staging / data_name).unlink()  # every weight fitted inside the file
+            entries = {**(metadata or {}), "ai_writer_format": FORMAT, "config": config.to_json(),
+                       "precision": precision}
+            for key, value in entries.items():
+                model.metadata_props.add(key=key, value=str(value))
+            write_model(model, staging / out.name)
+    except OSError as exc:
+        raise ModelFileError(f"{out}: cannot write the ONNX export ({exc.strerror or exc})") from None
     return out
 
 
-def export_native(model_path: str | os.PathLike, out: str | os.PathLike, precision: str = "fp32", *,
-                  source: str | None = None, on_start: Callable[[], None] | None = None) -> Path:
-    """Export a native `.safetensors` model (or any RWKV-7, RWKV-6 or RWKV-5.2 safetensors file) without torch.
-
-    `source` is the fingerprint stored in the metadata; by default `describe_file(model_path)`.
-    """
+def export_file(model_path: str | os.PathLike, out: str | os.PathLike, precision: str = "fp32", *, kind: str,
+                source: str | None = None, on_start: Callable[[], None] | None = None) -> Path:
+    """Export a `safetensors` or `pth` model file (models/formats.py kinds) tensor by tensor, never holding
+    the model whole. A native `.safetensors` needs no torch; a `.pth` is read through torch's memory-mapped,
+    weights-only loader. `source` is the fingerprint stored in the metadata (default: describe_file)."""
     model_path = Path(model_path)
-    tensors, stored = read_safetensors(model_path)
+    tensors = open_tensors(model_path, kind)
     metadata = {"source": source if source is not None else describe_file(model_path)}
+    stored = tensors.metadata
     if stored.get("format") == NATIVE_FORMAT:
         config = ModelConfig.from_json(stored.get("config", ""), str(model_path))
-        metadata.update({key: stored[key] for key in ("vocab", "unknown_char") if key in stored})
+        metadata.update({key: stored[key] for key in ("vocab", "unknown_char", "tokenizer") if key in stored})
     else:
-        config = ModelConfig.from_tensors({k: t.shape for k, t in tensors.items()}, str(model_path))
+        config = ModelConfig.from_tensors(tensors.shapes, str(model_path))
     return export_onnx(tensors, config, out, precision=precision, metadata=metadata, source_name=str(model_path),
                        on_start=on_start)
 
 
-def export_checkpoint(checkpoint: Any, out: str | os.PathLike, precision: str = "fp32", *,
-                      source: str | None = None, on_start: Callable[[], None] | None = None) -> Path:
-    """Export a checkpoint.Checkpoint (its tensors are torch tensors: a `.pth` file, say)."""
-    tensors = {key: t.detach().float().cpu().numpy() for key, t in checkpoint.tensors.items()}
+def export_native(model_path: str | os.PathLike, out: str | os.PathLike, precision: str = "fp32", *,
+                  source: str | None = None, on_start: Callable[[], None] | None = None) -> Path:
+    """Export a `.safetensors` model (ai-writer's native file, or any RWKV one) without torch."""
+    return export_file(model_path, out, precision, kind="safetensors", source=source, on_start=on_start)
+
+
+def export_checkpoint(checkpoint, out: str | os.PathLike, precision: str = "fp32", *, source: str | None = None,
+                      on_start: Callable[[], None] | None = None) -> Path:
+    """Export a models.checkpoint.Checkpoint already open in this process (torch tensors: one trained or
+    changed here, say); each tensor is widened to float32 only when the export reaches it."""
+    tensors = _Widened(checkpoint.tensors)
     metadata = {"source": source if source is not None else describe_file(checkpoint.path)}
-    if checkpoint.tokenizer is not None:
+    if checkpoint.tokenizer is not None and hasattr(checkpoint.tokenizer, "to_json"):
         metadata.update(vocab=checkpoint.tokenizer.to_json(), unknown_char=checkpoint.tokenizer.unknown_char)
     return export_onnx(tensors, checkpoint.config, out, precision=precision, metadata=metadata,
                        source_name=str(checkpoint.path), on_start=on_start)
+
+
+class _Widened(Mapping):
+    """torch tensors seen as float32 numpy arrays, each converted when asked for."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+
+    def __getitem__(self, key):
+        return self.tensors[key].detach().float().cpu().numpy()
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+    def __len__(self):
+        return len(self.tensors)
 
 
 def describe_file(path: str | os.PathLike) -> str:
@@ -132,137 +168,21 @@ def describe_file(path: str | os.PathLike) -> str:
     return json.dumps({"name": Path(path).name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The tensors of a `.safetensors` file as numpy arrays (bf16 widened to float32), and its metadata."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file" if not path.exists() else f"{path}: not a file")
-    try:
-        with safe_open(path, framework="np") as f:
-            metadata = f.metadata() or {}
-            wide = [key for key in f.keys() if f.get_slice(key).get_dtype() == "BF16"]
-            tensors = {key: f.get_tensor(key) for key in f.keys() if key not in wide}
-        if wide:  # numpy has no bfloat16: read those payloads as uint16 and widen them
-            tensors.update(_read_bf16(path, wide))
-    except (SafetensorError, OSError, ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: cannot read the safetensors file (truncated or corrupt?): {exc}") from None
-    return tensors, metadata
-
-
-# ---- helpers ---------------------------------------------------------------------------------------
-
-
-def _check_weights(weights: Mapping[str, np.ndarray], config: ModelConfig, source: str) -> None:
+def _check_weights(weights, config: ModelConfig, source: str) -> None:
+    """Every tensor the config expects is there, in its shape, floating point; checked from the header
+    of a TensorSource (nothing read yet), or from the arrays of a mapping."""
     for key, shape in config.expected_shapes().items():
-        if key not in weights:
+        present = key in (weights.shapes if isinstance(weights, TensorSource) else weights)
+        if not present:
             raise ModelFileError(f"{source}: not an {NAMES[config.version]} model of this shape: "
                                  f"tensor {key!r} is missing")
-        array = np.asarray(weights[key])
-        if array.shape != shape:
-            raise ModelFileError(f"{source}: tensor {key!r} has shape {list(array.shape)}, expected {list(shape)}")
-        if not np.issubdtype(array.dtype, np.floating):
-            raise ModelFileError(f"{source}: tensor {key!r} is {array.dtype}, expected floating point")
-
-
-def _read_bf16(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-        start = 8 + header_len
-        out = {}
-        for key in keys:
-            begin, end = header[key]["data_offsets"]
-            f.seek(start + begin)
-            raw = np.frombuffer(f.read(end - begin), dtype="<u2").astype(np.uint32) << 16
-            out[key] = raw.view(np.float32).reshape(header[key]["shape"])
-        return out
-
-
-def _write(model, out: Path, precision: str) -> None:
-    """Write atomically (files.atomic_files): the file and its NAME.onnx.data when the weights are
-    beside it, the data renamed into place first; an inline export removes the data file an
-    earlier, larger export of the same name left."""
-    if precision == "int8":
-        _quantize(model)
-    try:
-        with atomic_files(out.with_name(out.name + ".data"), out) as staging:
-            _save(model, staging / out.name)
-    except OSError as exc:
-        raise ModelFileError(f"{out}: cannot write the ONNX export ({exc.strerror or exc})") from None
-
-
-def _weight_bytes(model) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer)
-
-
-def _save(model, path: Path) -> None:
-    import onnx
-
-    if _weight_bytes(model) > MAX_INLINE_BYTES:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
-    else:
-        onnx.save_model(model, str(path))
-
-
-# MatMuls the int8 export leaves in float, by weight name (the graph builders name a MatMul "<weight>.matmul"):
-# the low-rank matrices (tiny, and the decay LoRA sets how long the state remembers) and the head
-# (it alone decides which character wins a near tie).
-INT8_FLOAT_WEIGHTS = tuple(f"att.{name}.matmul" for name in ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2")) + tuple(
-    f"att.time_{name}.matmul" for name in ("maa_w1", "maa_w2", "decay_w1", "decay_w2")  # RWKV-6's
-) + ("head.matmul",)
-INT8_BLOCK = 32  # weights along K share one scale per block of this many
-INT8_ACCURACY_LEVEL = 4  # MatMulNBits: activations quantized to int8 per block too, integer dot products
-
-
-def _quantize(model) -> None:
-    """int8: every other MatMul with a constant weight becomes ONNX Runtime's MatMulNBits with
-    8-bit weights: symmetric, one float32 scale per block of INT8_BLOCK inputs of each output
-    column, stored offset by 128 (the operator's default zero point). The weight is read once
-    per step at a quarter of its float32 size, in one kernel (no separate activation
-    quantization nodes, as quantize_dynamic's MatMulInteger needs)."""
-    from onnx import helper, numpy_helper
-
-    initializers = {t.name: t for t in model.graph.initializer}
-    packed: dict[str, tuple[str, str, int, int]] = {}
-    for node in _all_nodes(model.graph):
-        if node.op_type != "MatMul" or not node.name.endswith(".matmul") or node.name.endswith(INT8_FLOAT_WEIGHTS):
-            continue
-        name = node.input[1]
-        if name not in packed:
-            weight = numpy_helper.to_array(initializers[name])  # (K, N)
-            if weight.ndim != 2 or weight.shape[0] % INT8_BLOCK:
-                continue
-            blocks, scales = quantize_blocks(weight, INT8_BLOCK)
-            model.graph.initializer.remove(initializers[name])
-            model.graph.initializer.extend([numpy_helper.from_array(blocks, name + ".q8"),
-                                            numpy_helper.from_array(scales, name + ".scales")])
-            packed[name] = (name + ".q8", name + ".scales", *weight.shape)
-        quantized, scales_name, k, n = packed[name]
-        node.op_type, node.domain = "MatMulNBits", "com.microsoft"
-        node.input[:] = [node.input[0], quantized, scales_name]
-        node.attribute.extend([helper.make_attribute("K", k), helper.make_attribute("N", n),
-                               helper.make_attribute("bits", 8), helper.make_attribute("block_size", INT8_BLOCK),
-                               helper.make_attribute("accuracy_level", INT8_ACCURACY_LEVEL)])
-    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-
-
-def quantize_blocks(weight: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """A (K, N) float matrix as MatMulNBits stores 8 bits: uint8 (N, K/block, block), q + 128 with
-    q = round(w / scale) in [-127, 127], and float32 scales (N * K/block,), max |w| / 127 per block."""
-    k, n = weight.shape
-    columns = np.ascontiguousarray(weight.T, dtype=np.float32).reshape(n, k // block, block)
-    scales = np.abs(columns).max(axis=2) / np.float32(127)  # (N, K/block)
-    scales[scales == 0] = 1  # an all-zero block: any scale gives q = 0
-    q = np.clip(np.rint(columns / scales[..., None]), -127, 127).astype(np.int16) + 128
-    return q.astype(np.uint8), scales.astype(np.float32).reshape(-1)
-
-
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _all_nodes(sub)
+        if isinstance(weights, TensorSource):
+            actual, is_float = weights.shapes[key], weights.is_float(key)
+            kind = weights.dtypes[key]
+        else:
+            array = np.asarray(weights[key])
+            actual, is_float, kind = array.shape, np.issubdtype(array.dtype, np.floating), array.dtype
+        if tuple(actual) != shape:
+            raise ModelFileError(f"{source}: tensor {key!r} has shape {list(actual)}, expected {list(shape)}")
+        if not is_float:
+            raise ModelFileError(f"{source}: tensor {key!r} is {kind}, expected floating point")

@@ -44,7 +44,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     with open(path, "rb") as f:
         magic = f.read(9)
     if magic.startswith(b"PK"):  # PyTorch's zip container
-        tensors, metadata = _read_pth(path), {}
+        tensors, metadata = read_pth_tensors(path), {}
     elif magic[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header
         tensors, metadata = _read_safetensors(path)
     else:
@@ -96,7 +96,7 @@ def save_native(path: str | os.PathLike, config: ModelConfig, state_dict: dict,
         save_file(tensors, temporary, metadata=metadata)
 
 
-def _read_pth(path: Path) -> dict[str, torch.Tensor]:
+def read_pth_tensors(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
     try:

@@ -15,8 +15,6 @@ chunk to chunk in a Scan.
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import onnx
 
@@ -39,37 +37,39 @@ RESCALE_EVERY = 6  # as rwkv5.RESCALE_EVERY
 PROJECTIONS = ("receptance", "key", "value", "output", "gate")
 
 
-def prepare_weights(tensors: Mapping[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
-    """Fold what never changes: ln0 into the embedding, projections transposed to [in, out], the
-    token-shift factors stacked as "how far toward the previous token", RWKV-5.2's decay as log w."""
+def prepare_weights(tensors, config: ModelConfig):
+    """Yield (name, array, role) one weight at a time (as onnx_v7.prepare_weights), folding what never
+    changes: ln0 into the embedding, projections transposed to [in, out], the token-shift factors
+    stacked as "how far toward the previous token", RWKV-5.2's decay as log w."""
     C, H, N = config.n_embd, config.n_head, config.head_size
     get = float_reader(tensors)
-    out = {"emb": folded_embedding(get)}
+    yield "emb", folded_embedding(get), "embedding"
     for i in range(config.n_layer):
         p = f"blocks.{i}."
         for name in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"):
-            out[p + name] = get(p + name)
-        out[p + "att.ln_x.weight"] = get(p + "att.ln_x.weight", (H, N))
-        out[p + "att.ln_x.bias"] = get(p + "att.ln_x.bias", (H, N))
-        out[p + "att.u"] = get(p + "att.time_faaaa", (H, N))
+            yield p + name, get(p + name), "vector"
+        yield p + "att.ln_x.weight", get(p + "att.ln_x.weight", (H, N)), "vector"
+        yield p + "att.ln_x.bias", get(p + "att.ln_x.bias", (H, N)), "vector"
+        yield p + "att.u", get(p + "att.time_faaaa", (H, N)), "vector"
         if config.version == 5:
-            out[p + "att.lerp"] = 1 - np.stack([get(p + f"att.time_mix_{n}", (1, 1, C)) for n in "rkvg"])
-            out[p + "att.log_w"] = -np.exp(get(p + "att.time_decay", (C,)).astype(np.float64)).astype(np.float32)
-            out[p + "ffn.lerp"] = 1 - np.stack([get(p + f"ffn.time_mix_{n}", (1, 1, C)) for n in "kr"])
+            yield p + "att.lerp", 1 - np.stack([get(p + f"att.time_mix_{n}", (1, 1, C)) for n in "rkvg"]), "vector"
+            log_w = -np.exp(get(p + "att.time_decay", (C,)).astype(np.float64)).astype(np.float32)
+            yield p + "att.log_w", log_w, "vector"
+            yield p + "ffn.lerp", 1 - np.stack([get(p + f"ffn.time_mix_{n}", (1, 1, C)) for n in "kr"]), "vector"
         else:
-            out[p + "att.lerp"] = np.stack([get(p + f"att.time_maa_{n}", (1, 1, C)) for n in "wkvrg"])
-            out[p + "att.time_maa_x"] = get(p + "att.time_maa_x", (C,))
-            out[p + "att.time_decay"] = get(p + "att.time_decay", (C,))
+            yield p + "att.lerp", np.stack([get(p + f"att.time_maa_{n}", (1, 1, C)) for n in "wkvrg"]), "vector"
+            yield p + "att.time_maa_x", get(p + "att.time_maa_x", (C,)), "vector"
+            yield p + "att.time_decay", get(p + "att.time_decay", (C,)), "vector"
             for name in ("time_maa_w1", "time_maa_w2", "time_decay_w1", "time_decay_w2"):
-                out[p + "att." + name] = get(p + "att." + name)
-            out[p + "ffn.lerp"] = np.stack([get(p + f"ffn.time_maa_{n}", (1, 1, C)) for n in "kr"])
+                yield p + "att." + name, get(p + "att." + name), "lora"
+            yield p + "ffn.lerp", np.stack([get(p + f"ffn.time_maa_{n}", (1, 1, C)) for n in "kr"]), "vector"
         for name in PROJECTIONS:
-            out[p + f"att.{name}"] = np.ascontiguousarray(get(p + f"att.{name}.weight").T)
+            yield p + f"att.{name}", np.ascontiguousarray(get(p + f"att.{name}.weight").T), "matrix"
         for name in ("key", "receptance", "value"):
-            out[p + f"ffn.{name}"] = np.ascontiguousarray(get(p + f"ffn.{name}.weight").T)
-    out["ln_out.weight"], out["ln_out.bias"] = get("ln_out.weight"), get("ln_out.bias")
-    out["head"] = np.ascontiguousarray(get("head.weight").T)
-    return out
+            yield p + f"ffn.{name}", np.ascontiguousarray(get(p + f"ffn.{name}.weight").T), "matrix"
+    yield "ln_out.weight", get("ln_out.weight"), "vector"
+    yield "ln_out.bias", get("ln_out.bias"), "vector"
+    yield "head", np.ascontiguousarray(get("head.weight").T), "head"
 
 
 # ---- the recurrence in the two forms ---------------------------------------------------------------
@@ -199,7 +199,6 @@ def _channel_mix(g: _Graph, i: int, x: str, previous: str) -> str:
 RWKV5_6 = Architecture(_time_mix, _channel_mix, _Step, _Chunked, after_layer=_halve)
 
 
-def build_model(weights: Mapping[str, np.ndarray], config: ModelConfig, *, fp16: bool = False,
-                design: str = "prefix") -> onnx.ModelProto:
-    """The model as an ONNX ModelProto; `weights` come from `prepare_weights`."""
-    return _build_model(weights, config, fp16=fp16, design=design, arch=RWKV5_6)
+def build_model(weights, config: ModelConfig, writer, *, fp16: bool = False, design: str = "prefix") -> onnx.ModelProto:
+    """The model as an ONNX ModelProto; `weights` as `prepare_weights` yields them (see onnx_v7.build_model)."""
+    return _build_model(weights, config, writer, fp16=fp16, design=design, arch=RWKV5_6)

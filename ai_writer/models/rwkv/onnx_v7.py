@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -43,6 +43,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ai_writer.models.config import ModelConfig
 
 OPSET = 21
+ACCURACY_LEVEL = 4  # MatMulNBits: activations quantized to int8 per block too, integer dot products
 CHUNK_LEN = 32  # time steps per chunk of the parallel recurrence (a power of two)
 DECAY_SCALE = math.exp(-0.5)  # as rwkv7.DECAY_SCALE: log w = -exp(-0.5) * sigmoid(.)
 GROUP_NORM_EPS = 64e-5  # as rwkv7.GROUP_NORM_EPS
@@ -62,62 +63,75 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarra
     return ((x - mean) / np.sqrt(var + LAYER_NORM_EPS) * weight + bias).astype(np.float32)
 
 
-def float_reader(tensors: Mapping[str, np.ndarray]):
-    """get(key, shape=None): a checkpoint tensor as float32, reshaped if asked."""
+def float_reader(tensors):
+    """get(key, shape=None): a checkpoint tensor as a new float32 array, reshaped if asked. `tensors` is a
+    models.tensors.TensorSource (each tensor read when asked for, nothing kept) or a mapping."""
+    fresh = hasattr(tensors, "read")  # a TensorSource's arrays are new; a mapping's are the caller's: copied
 
     def get(key, shape=None):
-        array = np.asarray(tensors[key], dtype=np.float32)
+        array = tensors.read(key) if fresh else np.array(tensors[key], dtype=np.float32)
         return array.reshape(shape) if shape is not None else array
 
     return get
 
 
+EMBEDDING_ROWS = 8192  # rows of the embedding normalised at a time: bounds the float64 temporaries
+
+
 def folded_embedding(get) -> np.ndarray:
     """The embedding with layer 0's ln0 applied once, as every RWKV version reads it."""
-    return layer_norm(get("emb.weight"), get("blocks.0.ln0.weight"), get("blocks.0.ln0.bias"))
+    emb, weight, bias = get("emb.weight"), get("blocks.0.ln0.weight"), get("blocks.0.ln0.bias")
+    for start in range(0, emb.shape[0], EMBEDDING_ROWS):
+        emb[start : start + EMBEDDING_ROWS] = layer_norm(emb[start : start + EMBEDDING_ROWS], weight, bias)
+    return emb
 
 
-def prepare_weights(tensors: Mapping[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
-    """Fold what never changes, as the torch model does at load: ln0 into the embedding, the
-    projections transposed to [in, out], vectors flattened, the six lerp factors stacked."""
+def prepare_weights(tensors, config: ModelConfig):
+    """Yield (name, array, role) one weight at a time, folding what never changes, as the torch model
+    does at load: ln0 into the embedding, the projections transposed to [in, out], vectors flattened,
+    the six lerp factors stacked. Roles (export/weights.py): embedding, matrix, head, lora, vector."""
     C, H, N = config.n_embd, config.n_head, config.head_size
     get = float_reader(tensors)
-    out = {"emb": folded_embedding(get)}
+    yield "emb", folded_embedding(get), "embedding"
     for i in range(config.n_layer):
         p = f"blocks.{i}."
         for name in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.w0", "att.a0", "att.k_k",
                      "att.r_k", "ffn.x_k") + (("att.v0",) if i > 0 else ()):
-            out[p + name] = get(p + name, (C,))
-        out[p + "att.lerp"] = np.stack([get(p + f"att.x_{n}", (1, 1, C)) for n in "rwkvag"])  # (6, 1, 1, C)
+            yield p + name, get(p + name, (C,)), "vector"
+        yield p + "att.lerp", np.stack([get(p + f"att.x_{n}", (1, 1, C)) for n in "rwkvag"]), "vector"  # (6,1,1,C)
         k_a = get(p + "att.k_a", (C,))
-        out[p + "att.k_a"], out[p + "att.one_minus_k_a"] = k_a, 1 - k_a  # 1 + (a - 1)·k_a = a·k_a + (1 - k_a)
-        out[p + "att.ln_x.weight"] = get(p + "att.ln_x.weight", (H, N))
-        out[p + "att.ln_x.bias"] = get(p + "att.ln_x.bias", (H, N))
+        yield p + "att.k_a", k_a, "vector"
+        yield p + "att.one_minus_k_a", 1 - k_a, "vector"  # 1 + (a - 1)·k_a = a·k_a + (1 - k_a)
+        yield p + "att.ln_x.weight", get(p + "att.ln_x.weight", (H, N)), "vector"
+        yield p + "att.ln_x.bias", get(p + "att.ln_x.bias", (H, N)), "vector"
         for name in LORAS:
             if i > 0 or name[0] != "v":
-                out[p + "att." + name] = get(p + "att." + name)
+                yield p + "att." + name, get(p + "att." + name), "lora"
         for name in PROJECTIONS:
-            out[p + f"att.{name}"] = np.ascontiguousarray(get(p + f"att.{name}.weight").T)
-        out[p + "ffn.key"] = np.ascontiguousarray(get(p + "ffn.key.weight").T)
-        out[p + "ffn.value"] = np.ascontiguousarray(get(p + "ffn.value.weight").T)
-    out["ln_out.weight"], out["ln_out.bias"] = get("ln_out.weight"), get("ln_out.bias")
-    out["head"] = np.ascontiguousarray(get("head.weight").T)
-    return out
+            yield p + f"att.{name}", np.ascontiguousarray(get(p + f"att.{name}.weight").T), "matrix"
+        yield p + "ffn.key", np.ascontiguousarray(get(p + "ffn.key.weight").T), "matrix"
+        yield p + "ffn.value", np.ascontiguousarray(get(p + "ffn.value.weight").T), "matrix"
+    yield "ln_out.weight", get("ln_out.weight"), "vector"
+    yield "ln_out.bias", get("ln_out.bias"), "vector"
+    yield "head", np.ascontiguousarray(get("head.weight").T), "head"
 
 
 # ---- graph building blocks ------------------------------------------------------------------------
 
 
 class _Initializers:
-    """The main graph's initializers: the weights and every constant, seen by all subgraphs."""
+    """The main graph's initializers: the weights and every constant, seen by all subgraphs.
 
-    def __init__(self, act: np.dtype):
-        self.act = act  # dtype of weights and activations
-        self.tensors: dict[str, TensorProto] = {}
+    They go to `writer` (export/weights.py's WeightWriter) one by one as they come, stored in the
+    form the precision asks for; a quantized weight is read by MatMulNBits instead of MatMul."""
+
+    def __init__(self, act: np.dtype, writer):
+        self.act = act  # dtype of activations (and of the float weights, but for a float16 embedding)
+        self.writer = writer
         self._small: dict[tuple, str] = {}
 
-    def weight(self, name: str, array: np.ndarray) -> str:
-        self.tensors[name] = numpy_helper.from_array(np.ascontiguousarray(array), name)
+    def weight(self, name: str, array: np.ndarray, role: str) -> str:
+        self.writer.add(name, array, role)
         return name
 
     def const(self, value, dtype=np.int64) -> str:
@@ -125,7 +139,9 @@ class _Initializers:
         array = np.asarray(value, dtype=dtype)
         key = (array.dtype.str, array.shape, array.tobytes())
         if key not in self._small:
-            self._small[key] = self.weight(f"const_{len(self._small)}", array)
+            name = f"const_{len(self._small)}"
+            self.writer.add_constant(name, array)
+            self._small[key] = name
         return self._small[key]
 
 
@@ -161,7 +177,18 @@ class _Graph:
         return self.op("Reshape", x, self.const(shape))
 
     def matmul(self, x: str, weight: str) -> str:
-        return self.op("MatMul", x, weight, name=weight + ".matmul")  # the int8 export picks nodes by name
+        q = self.init.writer.quantized.get(weight)
+        if q is None:
+            return self.op("MatMul", x, weight, name=weight + ".matmul")
+        return self.op("MatMulNBits", x, q.blocks, q.scales, name=weight + ".matmul", domain="com.microsoft",
+                       K=q.k, N=q.n, bits=q.bits, block_size=q.block, accuracy_level=ACCURACY_LEVEL)
+
+    def embed(self, ids: str, name: str | None = None) -> str:
+        """The embedding rows of `ids`, in the activations' dtype (a float16 embedding is widened)."""
+        rows = self.op("Gather", "emb", ids, axis=0, name=name)
+        stored = np.dtype(self.init.writer.dtypes.get("emb", self.init.act))
+        return rows if stored == self.init.act else self.op("Cast", rows, to=helper.np_dtype_to_tensor_dtype(
+            self.init.act))
 
     def layer_norm(self, x: str, prefix: str, eps: float = LAYER_NORM_EPS) -> str:
         return self.op("LayerNormalization", x, prefix + ".weight", prefix + ".bias", axis=-1, epsilon=eps)
@@ -417,18 +444,20 @@ INPUTS = ("tokens", "att_shift", "wkv", "ffn_shift")
 OUTPUTS = ("logits", "new_att_shift", "new_wkv", "new_ffn_shift")
 
 
-def build_model(weights: Mapping[str, np.ndarray], config: ModelConfig, *, fp16: bool = False,
-                design: str = "prefix", arch: Architecture = RWKV7) -> onnx.ModelProto:
-    """The model as an ONNX ModelProto; `weights` come from `prepare_weights`.
+def build_model(weights, config: ModelConfig, writer, *, fp16: bool = False, design: str = "prefix",
+                arch: Architecture = RWKV7) -> onnx.ModelProto:
+    """The model as an ONNX ModelProto. `weights` yields (name, array, role) as `prepare_weights` does; each
+    goes to `writer` (export/weights.py) as it comes, so the proto holds references to the weights only.
 
     `design` is for measurements: "prefix" (the file's design: an If reads the first T - 1
     tokens in chunked form when T > 1, then the main graph runs the step form on the last
     token), "if" (an If on T == 1 between a whole step form and a whole chunked form), "step"
     (decoding only).
     """
-    init = _Initializers(np.dtype(np.float16 if fp16 else np.float32))
-    for name, array in weights.items():
-        init.weight(name, array.astype(init.act))
+    init = _Initializers(np.dtype(np.float16 if fp16 else np.float32), writer)
+    for name, array, role in weights:
+        init.weight(name, array, role)
+        del array  # the writer has stored it: nothing of it stays
     L, C, H, N, V = config.n_layer, config.n_embd, config.n_head, config.head_size, config.vocab_size
     g = _Graph(init, "")
 
@@ -443,7 +472,7 @@ def build_model(weights: Mapping[str, np.ndarray], config: ModelConfig, *, fp16:
     if design == "prefix":
         prefix = _Graph(init, "prefix/")  # T > 1: every token but the last, chunked, to a state
         length = prefix.op("Shape", tokens_slice(prefix, 0, -1), start=1, end=2)
-        x = prefix.op("Gather", "emb", tokens_slice(prefix, 0, -1), axis=0)
+        x = prefix.embed(tokens_slice(prefix, 0, -1))
         _, *read = _layers(prefix, arch.chunked_form(config, prefix, length), config, x, *per_layer(prefix, state),
                            logits=False, arch=arch)
         unchanged = _Graph(init, "unchanged/")  # T == 1: the state as given
@@ -454,12 +483,12 @@ def build_model(weights: Mapping[str, np.ndarray], config: ModelConfig, *, fp16:
                     else_branch=unchanged.graph("unchanged", [], _values(kept, init)))
         state_per_layer = [flat[k * L : (k + 1) * L] for k in range(3)]
     if design in ("prefix", "step"):
-        x = g.op("Gather", "emb", tokens_slice(g, -1, 2**62), axis=0, name="embedding")  # (B, 1, C)
+        x = g.embed(tokens_slice(g, -1, 2**62), name="embedding")  # (B, 1, C)
         if design == "step":
             state_per_layer = per_layer(g, state)
         results = _stacked(g, _layers(g, arch.step_form(config), config, x, *state_per_layer, arch=arch))
     else:
-        x = g.op("Gather", "emb", "tokens", axis=0, name="embedding")  # (B, T, C)
+        x = g.embed("tokens", name="embedding")  # (B, T, C)
         step, chunked = _Graph(init, "step/"), _Graph(init, "chunked/")
         step_out = _stacked(step, _layers(step, arch.step_form(config), config, x, *per_layer(step, state), arch=arch))
         length = chunked.op("Shape", "tokens", start=1, end=2)
@@ -480,9 +509,9 @@ def build_model(weights: Mapping[str, np.ndarray], config: ModelConfig, *, fp16:
               _value("wkv", [L, "batch", H, N, N]), _value("ffn_shift", [L, "batch", C])]
     outputs = [_value("logits", ["batch", V]), _value("new_att_shift", [L, "batch", C]),
                _value("new_wkv", [L, "batch", H, N, N]), _value("new_ffn_shift", [L, "batch", C])]
-    graph = helper.make_graph(g.nodes, f"rwkv{config.version}", inputs, outputs,
-                              initializer=list(init.tensors.values()))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ai-writer")
+    graph = helper.make_graph(g.nodes, f"rwkv{config.version}", inputs, outputs, initializer=writer.initializers)
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("com.microsoft", 1)] if writer.quantized else [])
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="ai-writer")
     model.ir_version = 10  # the IR of opset 21; onnxruntime 1.17+ reads it
     return model
 
