@@ -20,6 +20,7 @@ setup(
         "rich>=13",
         "prompt_toolkit>=3.0.36",
         "numpy>=1.24",
+        "psutil>=5.9",  # the memory available, for --precision auto
         "safetensors>=0.4",
         "pyrwkv-tokenizer>=0.9.1,<0.10",  # the RWKV world tokenizer: its vocabulary file and a Rust encoder
         "onnx>=1.16",  # exporting models to ONNX (once per model, cached); the runtime is onnxruntime

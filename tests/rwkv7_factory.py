@@ -29,6 +29,18 @@ _LORA_RULES = {
 }
 
 
+class StoredAs(dict):
+    """A state dict that converts each tensor to `dtype` as it is stored: a big bf16 checkpoint is made
+    without ever holding the whole model in float32."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.dtype = dtype
+
+    def __setitem__(self, key, tensor):
+        super().__setitem__(key, tensor.to(self.dtype).contiguous())
+
+
 def default_lora_dims(n_embd: int) -> tuple[int, int, int, int]:
     """(Dw, Da, Dv, Dg) for a model width, by the RWKV-7 rule of thumb."""
     dims = []
@@ -101,7 +113,7 @@ def write_random_rwkv7(
         base = 1.0 - torch.pow(pos, power)
         return vec((base + uniform(C, lo=-0.05, hi=0.05)).clamp(0.0, 1.0))
 
-    sd: dict[str, torch.Tensor] = {}
+    sd = StoredAs(dtype)
     sd["emb.weight"] = normal(V, C)
     ln_pair("blocks.0.ln0", sd)
 
@@ -158,7 +170,7 @@ def write_random_rwkv7(
     ln_pair("ln_out", sd)
     sd["head.weight"] = linear(V, C, scale=2.0)
 
-    sd = {k: v.to(dtype).contiguous() for k, v in sd.items()}
+    sd = dict(sd)
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)

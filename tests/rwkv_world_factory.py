@@ -19,6 +19,7 @@ import math
 import os
 
 import torch
+from rwkv7_factory import StoredAs
 
 
 def world_ffn_dim(n_embd: int) -> int:
@@ -59,7 +60,8 @@ def write_random_rwkv(path, *, version: int, n_layer: int, n_embd: int, vocab_si
     def mix(power):  # a token-shift factor in [0, 1], as the training code starts it
         return vec((1.0 - pos**power + uniform(C, lo=-0.05, hi=0.05)).clamp(0.0, 1.0))
 
-    sd: dict[str, torch.Tensor] = {"emb.weight": normal(V, C)}
+    sd = StoredAs(dtype)
+    sd["emb.weight"] = normal(V, C)
     ln_pair("blocks.0.ln0", sd)
     for i in range(L):
         p, a, f = f"blocks.{i}.", f"blocks.{i}.att.", f"blocks.{i}.ffn."
@@ -103,7 +105,7 @@ def write_random_rwkv(path, *, version: int, n_layer: int, n_embd: int, vocab_si
     ln_pair("ln_out", sd)
     sd["head.weight"] = linear(V, C, scale=2.0)
 
-    sd = {k: v.to(dtype).contiguous() for k, v in sd.items()}
+    sd = dict(sd)
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     torch.save(sd, path)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from ai_writer.backends import rwkv_torch as torch_backend
 from ai_writer.backends.rwkv_torch import TorchBackend
 from ai_writer.models.checkpoint import load_checkpoint
 from ai_writer.models.rwkv.rwkv7 import wkv_chunked, wkv_step
+
+# thousands of one-token steps of a tiny model: on two threads, they stall whenever other work holds a core
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_chunked_recurrence_equals_step_by_step():

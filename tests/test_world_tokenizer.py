@@ -28,7 +28,6 @@ from ai_writer.text.world_tokenizer import (
     text_bytes,
 )
 from helpers import DATA, ROOT, cli_env
-from rwkv7_factory import write_random_rwkv7
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "zh-hans"  # optional: real Chinese prose when it is there
 
@@ -311,6 +310,8 @@ def test_after_any_token_that_ends_a_line_the_newline_threshold_applies(tok):
 @pytest.fixture(scope="module")
 def world_model(tmp_path_factory) -> Path:
     """A random RWKV-7 with the world vocabulary's 65,536 rows and no vocabulary beside it."""
+    from rwkv7_factory import write_random_rwkv7  # torch: only the tests of a model need it
+
     path = tmp_path_factory.mktemp("world") / "world.pth"
     write_random_rwkv7(path, n_layer=1, n_embd=64, head_size=32, vocab_size=WORLD_VOCAB_SIZE, seed=5)
     return path

@@ -8,14 +8,16 @@ models/checkpoint.py, memory-mapped). The tokenizer follows the model (`_tokeniz
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
 from ai_writer.backends.loaded import LoadedModel
+from ai_writer.backends.precision import check_fits, choose_precision
 from ai_writer.backends.select import Choice, choose
 from ai_writer.models.config import ModelConfig
 from ai_writer.errors import ModelFileError, VocabularyError
-from ai_writer.models.formats import AIWRITER_KINDS, recognise
+from ai_writer.models.formats import AIWRITER_KINDS, header_config, recognise
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 from ai_writer.text.world_tokenizer import WORLD_VOCAB_SIZE, WorldTokenizer, default_world_tokenizer, is_world_vocabulary
 
@@ -53,8 +55,11 @@ def load_model(
         from ai_writer.backends.aiwriter_open import load_legacy
 
         return load_legacy(model_path, kind, vocab_path=vocab_path, tokenizer=tokenizer, unknown_char=unknown_char,
-                           backend=backend, precision=precision, threads=threads, need_vocab=need_vocab)
-    choice = choose(backend, precision)  # before reading gigabytes: a bad choice fails fast
+                           backend=backend, precision=None if precision == "auto" else precision, threads=threads, need_vocab=need_vocab)
+    asked = None if precision in (None, "auto") else precision
+    choice = choose(backend, asked)  # before reading gigabytes: a bad choice fails fast
+    if kind != "onnx":  # an export's precision is its own (checked on opening)
+        choice = _fitting(choice, asked, header_config(model_path, kind))
     if choice.backend in ("cpu", "dml"):
         return _load_onnx(model_path, kind, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
                           tokenizer)
@@ -73,6 +78,15 @@ def load_model(
     device = "cuda" if choice.backend == "cuda" else "cpu"
     backend = TorchBackend(checkpoint, device=device, precision=choice.precision)
     return LoadedModel(model_path, checkpoint.config, tokenizer, backend, choice)
+
+
+def _fitting(choice: Choice, asked: str | None, config: ModelConfig) -> Choice:
+    """The precision `--precision auto` picks from the memory available, or the one asked for if it fits."""
+    if asked is not None:
+        check_fits(choice.backend, asked, config)
+        return choice
+    picked = choose_precision(choice.backend, config)
+    return dataclasses.replace(choice, precision=picked.precision, precision_reason=picked.reason)
 
 
 def _load_onnx(model_path, kind, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,

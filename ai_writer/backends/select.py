@@ -47,6 +47,7 @@ class Choice:
     backend: str  # one of BACKENDS but "auto"
     precision: str
     reason: str  # why this backend, in words (shown by `ai-writer info`)
+    precision_reason: str = ""  # why this precision, when it was chosen automatically (precision.py)
 
     @property
     def providers(self) -> list[str]:

@@ -33,7 +33,8 @@ def info_command(model, vocab, unknown_char, backend, precision, threads):
          if loaded.tokenizer.unknown_id is None else f"{loaded.tokenizer.vocab_size} characters, "
                                                      f"unknown character U+{ord(loaded.tokenizer.unknown_char):04X}"),
         ("backend", f"{loaded.choice.backend} ({loaded.choice.reason})"),
-        ("precision", loaded.choice.precision),
+        ("precision", loaded.choice.precision + (f" ({loaded.choice.precision_reason})"
+                                                 if loaded.choice.precision_reason else "")),
         ("threads", str(threads) if threads else f"default ({os.cpu_count()} cores on this machine)"),
         ("NVIDIA driver", "found" if nvidia_driver_present() else "not found"),
         ("ONNX Runtime providers", "onnxruntime not installed" if providers is None else ", ".join(providers)),
@@ -83,4 +84,7 @@ def export_onnx_command(model, out, precision):
 
     if not export_legacy(model, out, precision):  # False: not an original AI-Writer release
         export_model(model, out, precision)
-    click.echo(f"ai-writer: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {precision})", err=True)
+    data = out.with_name(out.name + ".data")
+    size = out.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+    beside = f" and {data.name}" if data.is_file() else ""
+    click.echo(f"ai-writer: wrote {out}{beside} ({size / 1e6:.1f} MB, {precision})", err=True)

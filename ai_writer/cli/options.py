@@ -77,9 +77,12 @@ def model_options(command):
     )
     @click.option(
         "--precision",
-        type=click.Choice(list(PRECISIONS)),
-        help="Number format: fp16/bf16/fp32 on cuda, fp16/fp32 on dml, fp32/int8 on cpu, fp32/bf16 on torch-cpu. "
-        "Default: the first of each.",
+        type=click.Choice(["auto", *PRECISIONS]),
+        default="auto",
+        show_default=True,
+        help="Number format: fp16/bf16/fp32 on cuda, fp16/fp32 on dml, fp32/int8/int4 on cpu, fp32/bf16 on "
+        "torch-cpu. auto: on the CPU the most precise one whose weights fit the memory available (`ai-writer info` "
+        "says which and why), fp16 on GPUs.",
     )
     @click.option("--threads", type=click.IntRange(min=1), help=f"CPU threads for the model. Default: {THREADS_HELP}.")
     @functools.wraps(command)

@@ -1,8 +1,11 @@
 """Export an RWKV-7, RWKV-6 or RWKV-5.2 model to one `.onnx` file for ONNX Runtime (the cpu and dml backends).
 
-The exporter works from numpy arrays and never imports torch: a native `.safetensors` model
-exports on a machine with only onnx, onnxruntime, numpy and safetensors. A `.pth` goes
-through `export_checkpoint` with a Checkpoint that models/checkpoint.py (torch) has loaded.
+The export streams: `export_file` reads the model file one tensor at a time from a memory map
+(models/tensors.py), each weight is prepared, converted or quantized and appended to the
+external-data file at once (export/weights.py), and nothing of it is kept; so the whole model
+is never held in memory, in fp32 or otherwise. A `.safetensors` model exports with numpy alone
+(no torch); a `.pth` is read through torch's memory-mapped weights-only loader.
+`export_checkpoint` exports a Checkpoint already open in this process (a model just trained).
 
 The file: opset 21, one graph (built in models/rwkv/onnx_v7.py, or onnx_v5.py for RWKV-5.2
 and RWKV-6) with inputs `tokens` int64 (B, T), `att_shift` (L, B, C), `wkv` (L, B, H, N, N),
@@ -11,7 +14,7 @@ and RWKV-6) with inputs `tokens` int64 (B, T), `att_shift` (L, B, C), `wkv` (L, 
 torch state) as arrays. Its metadata_props: `ai_writer_format` (FORMAT),
 `config` (ModelConfig JSON), `precision`, `source` (a fingerprint of the model file it came
 from, chosen by the caller), and `vocab`, `unknown_char` when the model carries a vocabulary.
-Weights are inside the file below 2 GB, else in one `NAME.onnx.data` beside it.
+Weights of 64 KiB or more are in one `NAME.onnx.data` beside it, each at a 64 KiB boundary.
 
 Graph design (models/rwkv/onnx_v7.py; onnx_v5.py follows it): an If on T > 1 reads the first
 T - 1 tokens in the chunked form into a state; the main graph then runs the step form on the
@@ -33,16 +36,15 @@ prefill pays one step form at its end.
 
 Precisions: `fp32`; `fp16` (weights and activations fp16 for GPU providers, the decay and
 the wkv recurrence in fp32, inputs and outputs float32; it runs on the CPU too, slowly, through
-casts ONNX Runtime inserts); `int8`: the projection and FFN matrices as ONNX Runtime's
-MatMulNBits with 8-bit weights, one scale per block of 32 inputs (see `_quantize`), MatMuls
-inside the If included. The embedding (a Gather), the low-rank matrices and the head stay
-float: see INT8_FLOAT_WEIGHTS (the head decides near ties; quantizing it was no faster in a
-paired comparison on a random L12-D768). The first int8 export (quantize_dynamic's
-MatMulInteger, per column) decoded 1.6x as fast as fp32 on one thread; MatMulNBits reads the
-same bytes in one kernel without the separate activation-quantization nodes (measured in
-benchmarks/RESULTS.md, runtime backends). Agreement with fp32 on the shipped model is tested
-(tests/test_onnx_export.py): top character along fp32's greedy path, and held-out bits per
-character within 3 %.
+casts ONNX Runtime inserts); `int8` and `int4`: the projection and FFN matrices as ONNX
+Runtime's MatMulNBits with 8- or 4-bit weights, one scale per block (export/weights.py has the
+table of what each weight becomes), MatMuls inside the If included; the head 8-bit, the
+embedding fp16 (gathered, then widened), the low-rank matrices float. The first int8 export
+(quantize_dynamic's MatMulInteger, per column) decoded 1.6x as fast as fp32 on one thread;
+MatMulNBits reads the same bytes in one kernel without the separate activation-quantization
+nodes (benchmarks/RESULTS.md, runtime backends). Agreement with fp32 on the shipped model is
+tested (tests/test_onnx_export.py): top character along fp32's greedy path, and held-out bits
+per character.
 """
 
 from __future__ import annotations

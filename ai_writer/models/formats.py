@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ai_writer.errors import ModelFileError
 from ai_writer.models.aiwriter.restricted_pickle import UnsafePickleError, read_pth
+from ai_writer.models.config import ModelConfig
 from ai_writer.models.onnx_file import read_onnx_metadata
 
 KINDS = ("safetensors", "pth", "aiwriter-window", "aiwriter-rnn", "onnx", "aiwriter-window-onnx")
@@ -68,3 +69,23 @@ def _pth_kind(path: Path) -> str:
     if getattr(decay, "shape", None) == (width, 1) or "blocks.0.ffnPre.key.weight" in shapes:
         return "aiwriter-rnn"
     return "pth"
+
+
+def header_config(path: str | os.PathLike, kind: str) -> ModelConfig:
+    """The shape of an RWKV model file of `kind`, from its header alone (no weights read, no torch): the
+    config a native file stores, else inferred from the tensor shapes; an export's from its metadata."""
+    from ai_writer.models.checkpoint import NATIVE_FORMAT
+    from ai_writer.models.tensors import open_tensors
+
+    path = Path(path)
+    if kind == "onnx":
+        return ModelConfig.from_json(read_onnx_metadata(path).get("config", ""), str(path))
+    if kind == "safetensors":
+        source = open_tensors(path, kind)
+        if source.metadata.get("format") == NATIVE_FORMAT:
+            return ModelConfig.from_json(source.metadata.get("config", ""), str(path))
+        return ModelConfig.from_tensors(source.shapes, str(path))
+    if kind == "pth":
+        shapes = read_pth(path, shapes_only=True)
+        return ModelConfig.from_tensors({key: tuple(value.shape) for key, value in shapes.items()}, str(path))
+    raise ModelFileError(f"{path}: a {kind} file is not an RWKV model")

@@ -144,7 +144,7 @@ def read_pth(path: str | Path, *, shapes_only: bool = False) -> dict[str, np.nda
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelFileError(f"{path}: not a PyTorch checkpoint (not a zip archive: {exc})") from None
+        raise ModelFileError(f"{path}: not a PyTorch checkpoint, or a truncated or corrupt one (not a zip archive: {exc})") from None
     with archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
