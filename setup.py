@@ -21,6 +21,7 @@ setup(
         "prompt_toolkit>=3.0.36",
         "numpy>=1.24",
         "psutil>=5.9",  # the memory available, for --precision auto
+        "platformdirs>=3",  # the user's own cache folder, where ONNX exports are kept by default
         "safetensors>=0.4",
         "pyrwkv-tokenizer>=0.9.1,<0.10",  # the RWKV world tokenizer: its vocabulary file and a Rust encoder
         "onnx>=1.16",  # exporting models to ONNX (once per model, cached); the runtime is onnxruntime
@@ -34,7 +35,8 @@ setup(
         # the test environment: the official rwkv package is the correctness oracle;
         # torch is pinned to the CPU build the CI machine holds; playwright drives the system's
         # chromium in the web page's tests (never its own browser downloads)
-        "dev": ["pytest>=7", "pexpect>=4.8", "rwkv==0.8.32", "torch==2.13.0", "playwright>=1.40,<2"],
+        "dev": ["pytest>=7", "pexpect>=4.8", "rwkv==0.8.32", "torch==2.13.0", "playwright>=1.40,<2",
+                "hypothesis>=6.100"],  # hypothesis: the fuzz tests of hostile files and requests
     },
     entry_points={"console_scripts": ["ai-writer=ai_writer.cli.main:main"]},
 )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ai_writer.story.document import WRITER, Span
 from ai_writer.backends.open import load_model
+from ai_writer.export.cache import default_cache_dir
 from ai_writer.resources import default_model_path
 from ai_writer.repl.session import Repl
 from ai_writer.repl.ui import PlainUI
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    cache = Path.home() / ".config" / "ai-writer" / "onnx-cache"
+    cache = default_cache_dir()
     loaded = load_model(args.model, backend="cpu", threads=args.threads, onnx_cache=cache)
     print(f"{loaded.describe()}; threads {args.threads}; paragraph {args.length} characters", file=sys.stderr)
     print("| story (characters) | prefill once (s) | rewrite median (s) | min-max (s) | tokens fed per rewrite |")

@@ -19,14 +19,16 @@ from helpers import DATA
 def private_user_folder(tmp_path_factory) -> Path:
     """The ai-writer user folder (ONNX and corpus caches) of the tests, and of the commands they run, is
     a temporary one: the tests neither read a cache left by an earlier run nor fill the real one."""
-    before = os.environ.get("XDG_CONFIG_HOME")
-    folder = tmp_path_factory.mktemp("config")
-    os.environ["XDG_CONFIG_HOME"] = str(folder)
+    before = {name: os.environ.get(name) for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config"))
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["XDG_CACHE_HOME"] = str(folder)  # the ONNX cache (ai-writer/onnx in it)
     yield folder
-    if before is None:
-        os.environ.pop("XDG_CONFIG_HOME", None)
-    else:
-        os.environ["XDG_CONFIG_HOME"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +49,7 @@ def tiny_onnx(private_user_folder, tiny_model) -> Path:
     session, here or by the tests' first `ai-writer` command that ran the tiny model on the cpu backend."""
     from ai_writer.backends.open import load_model
 
-    folder = private_user_folder / "ai-writer" / "onnx-cache"  # where `ai-writer` keeps its exports under XDG
+    folder = private_user_folder / "ai-writer" / "onnx"  # where `ai-writer` keeps its exports under XDG
     return load_model(tiny_model, backend="cpu", threads=1, onnx_cache=folder).runs
 
 
@@ -60,7 +62,7 @@ def tiny_onnx_cache(tiny_onnx) -> Path:
 
 @pytest.fixture(scope="session")
 def default_onnx(tmp_path_factory) -> dict[str, Path]:
-    """{precision: path} of the shipped model's fp32 and int8 ONNX exports, exported once per session."""
+    """{precision: path} of the shipped model's fp32, int8 and int4 ONNX exports, exported once per session."""
     from ai_writer.export.cache import export_model
     from ai_writer.resources import default_model_path
 
@@ -69,7 +71,7 @@ def default_onnx(tmp_path_factory) -> dict[str, Path]:
         pytest.skip("model/default.safetensors is not in this checkout")
     folder = tmp_path_factory.mktemp("default-onnx")
     return {precision: export_model(default, folder / f"default.{precision}.onnx", precision)
-            for precision in ("fp32", "int8")}
+            for precision in ("fp32", "int8", "int4")}
 
 
 @pytest.fixture(scope="module")

@@ -38,10 +38,14 @@ def running_server(model_path: Path, *, start_worker: bool = True, max_queue: in
 
 
 def request(server, method: str, path: str, body=None, headers: dict | None = None, timeout: float = 60):
-    """(status, headers, body bytes); a dict or list body is sent as JSON."""
+    """(status, headers, body bytes); a dict or list body is sent as JSON (a body goes with
+    'Content-Type: application/json' unless the headers give one)."""
     connection = http.client.HTTPConnection(*server.server_address[:2], timeout=timeout)
     data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
-    connection.request(method, path, body=data, headers=headers or {})
+    headers = dict(headers or {})
+    if data is not None and not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = "application/json"
+    connection.request(method, path, body=data, headers=headers)
     response = connection.getresponse()
     payload = response.read()
     connection.close()

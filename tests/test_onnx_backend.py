@@ -36,14 +36,14 @@ def test_cpu_path_never_imports_torch(tmp_path):
     )
     for attempt in ("first use", "cached"):
         result = cli("continue", "--len", "20", "--seed", "1", code=watcher,
-                     env_extra={"XDG_CONFIG_HOME": str(tmp_path)})
+                     env_extra={"XDG_CACHE_HOME": str(tmp_path)})
         stderr = result.stderr.decode()
         assert result.returncode == 0, stderr
         assert "TORCH_IMPORTED=False" in stderr, attempt
         assert "backend cpu fp32" in stderr
         assert ("exporting default.safetensors to ONNX" in stderr) == (attempt == "first use")
         assert len(result.stdout.decode()) == 20
-    assert list((tmp_path / "ai-writer" / "onnx-cache").glob("*-fp32-v*.onnx"))
+    assert list((tmp_path / "ai-writer" / "onnx").glob("*-fp32-v*.onnx"))
 
 
 def run_both_ways(backend, prompt):
@@ -147,10 +147,10 @@ def test_info_reports_the_choice(tiny_model):
 
 def test_quiet_continue_prints_no_export_notice(tiny_model, tmp_path):
     result = cli("continue", "--model", str(tiny_model), "--len", "5", "-q",
-                 env_extra={"XDG_CONFIG_HOME": str(tmp_path)})  # a fresh user folder: the export happens here
+                 env_extra={"XDG_CACHE_HOME": str(tmp_path)})  # a fresh user folder: the export happens here
     assert result.returncode == 0, result.stderr.decode()
     assert result.stderr == b""
-    assert list((tmp_path / "ai-writer" / "onnx-cache").glob("*.onnx"))
+    assert list((tmp_path / "ai-writer" / "onnx").glob("*.onnx"))
 
 
 def test_onnx_states_of_separate_texts_join_into_one_batch(tiny_model, tiny_onnx_cache):

@@ -106,13 +106,14 @@ def test_other_shapes_match_torch(shape, tmp_path, one_torch_thread):
 
 @pytest.fixture(scope="module")
 def default_model(default_onnx, one_torch_thread):
-    """(tokenizer, torch backend, fp32 session, int8 session) of the shipped model, exported without torch's help."""
+    """(tokenizer, torch backend, {precision: session}) of the shipped model, exported without torch's help."""
     checkpoint = load_checkpoint(DEFAULT_MODEL)
-    return checkpoint.tokenizer, TorchBackend(checkpoint), session(default_onnx["fp32"]), session(default_onnx["int8"])
+    return checkpoint.tokenizer, TorchBackend(checkpoint), {p: session(path) for p, path in default_onnx.items()}
 
 
 def test_default_model_prefill_and_greedy_steps_match_torch(default_model):
-    tokenizer, backend, sess, _ = default_model
+    tokenizer, backend, sessions = default_model
+    sess = sessions["fp32"]
     assert len(OPENING) == 300
     tokens = [[tokenizer.newline_id] + tokenizer.encode(OPENING)]
     ours = theirs = backend.zero_state(1)
@@ -125,14 +126,16 @@ def test_default_model_prefill_and_greedy_steps_match_torch(default_model):
     assert worst < TOLERANCE
 
 
-# ---- int8 on the shipped model ----------------------------------------------------------------------
+# ---- int8 and int4 on the shipped model --------------------------------------------------------------
 
 
-def test_int8_picks_the_same_characters_as_fp32(default_model):
+@pytest.mark.parametrize("precision, at_least", [("int8", 90), ("int4", 80)])
+def test_quantized_picks_the_same_characters_as_fp32(default_model, precision, at_least):
     """Along fp32's greedy continuation of the opening, int8's top character agrees at >= 90 of
-    100 positions. (Running each greedily on its own, one near tie can make the two texts part
-    for good: that measures ties, not int8, so the comparison is on fp32's path.)"""
-    tokenizer, backend, fp32, int8 = default_model
+    100 positions, int4's at >= 80. (Running each greedily on its own, one near tie can make the two
+    texts part for good: that measures ties, not quantization, so the comparison is on fp32's path.)"""
+    tokenizer, backend, sessions = default_model
+    fp32, int8 = sessions["fp32"], sessions[precision]
     prompt = [[tokenizer.newline_id] + tokenizer.encode(OPENING[:60])]
     logits, state = run(fp32, prompt, backend.zero_state(1))
     q_logits, q_state = run(int8, prompt, backend.zero_state(1))
@@ -142,7 +145,7 @@ def test_int8_picks_the_same_characters_as_fp32(default_model):
         agree += int(q_logits[0].argmax()) == choice
         logits, state = run(fp32, [[choice]], state)
         q_logits, q_state = run(int8, [[choice]], q_state)
-    assert agree >= 90
+    assert agree >= at_least
 
 
 def held_out_or_sampled_texts(tokenizer, fp32, backend) -> list[str]:
@@ -169,12 +172,15 @@ def held_out_or_sampled_texts(tokenizer, fp32, backend) -> list[str]:
 
 
 @pytest.mark.slow
-def test_int8_bits_per_character_within_3_percent_of_fp32(default_model):
-    tokenizer, backend, fp32, int8 = default_model
+@pytest.mark.parametrize("precision, within", [("int8", 0.01), ("int4", 0.03)])
+def test_quantized_bits_per_character_close_to_fp32(default_model, precision, within):
+    """Held-out bits per character: int8 within 1 % of fp32, int4 within 3 % (the issue's bounds)."""
+    tokenizer, backend, sessions = default_model
+    fp32, int8 = sessions["fp32"], sessions[precision]
     texts = held_out_or_sampled_texts(tokenizer, fp32, backend)
     rows = np.array([[tokenizer.newline_id] + tokenizer.encode(text) for text in texts if len(text) == 500])
     bits = {}
-    for name, sess in (("fp32", fp32), ("int8", int8)):
+    for name, sess in (("fp32", fp32), (precision, int8)):
         state, total = backend.zero_state(len(rows)), 0.0
         for t in range(rows.shape[1] - 1):
             logits, state = run(sess, rows[:, t : t + 1], state)
@@ -183,7 +189,7 @@ def test_int8_bits_per_character_within_3_percent_of_fp32(default_model):
             log_z = top + np.log(np.exp(logits - top[:, None]).sum(1))
             total += (log_z - logits[np.arange(len(rows)), rows[:, t + 1]]).sum() / np.log(2)
         bits[name] = total / rows[:, 1:].size
-    assert abs(bits["int8"] - bits["fp32"]) <= 0.03 * bits["fp32"]
+    assert abs(bits[precision] - bits["fp32"]) <= within * bits["fp32"]
 
 
 def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
@@ -197,7 +203,8 @@ def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
         for node in graph.node:
             if node.op_type == "MatMulNBits":
                 attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                assert attributes["bits"] == 8 and attributes["block_size"] == weights.INT8_BLOCK
+                k = attributes["K"]  # the tiny model's matrices have 64 or 256 inputs
+                assert attributes["bits"] == 8 and attributes["block_size"] == weights.block_for(k, weights.INT8_BLOCK)
     kept = {n.name for graph in (model.graph, prefill) for n in graph.node if n.op_type == "MatMul"}
     assert "head.matmul" not in kept and "prefix/blocks.1.att.w1.matmul" in kept  # the low-rank ones stay float
     types = {t.name: t.data_type for t in model.graph.initializer}
@@ -206,16 +213,25 @@ def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
     assert "blocks.0.att.receptance" not in types  # one quantized copy serves both forms
 
 
-def test_int8_blocks_round_trip_within_half_a_step():
+@pytest.mark.parametrize("bits", [8, 4])
+def test_blocks_round_trip_within_half_a_step(bits):
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((64, 5)).astype(np.float32)
     weight[:32, 2] = 0  # an all-zero block
-    blocks, scales = weights.quantize_blocks(weight, 32)
-    assert blocks.shape == (5, 2, 32) and blocks.dtype == np.uint8 and scales.shape == (10,)
-    restored = ((blocks.astype(np.float32) - 128) * scales.reshape(5, 2, 1)).reshape(5, 64).T
+    blocks, scales = weights.quantize_blocks(weight, 32, bits)
+    assert blocks.shape == (5, 2, 32 * bits // 8) and blocks.dtype == np.uint8 and scales.shape == (10,)
+    if bits == 4:  # two to a byte, the first in the low nibble
+        blocks = np.stack([blocks & 0x0F, blocks >> 4], axis=-1).reshape(5, 2, 32)
+    zero = 2 ** (bits - 1)
+    restored = ((blocks.astype(np.float32) - zero) * scales.reshape(5, 2, 1)).reshape(5, 64).T
     step = np.repeat(scales.reshape(5, 2), 32, axis=1).T  # (64, 5)
     assert np.all(np.abs(restored - weight) <= step / 2 + 1e-7)
-    assert np.all(restored[:32, 2] == 0) and blocks.min() >= 1  # symmetric: -127..127 around 128
+    assert np.all(restored[:32, 2] == 0) and blocks.min() >= 1  # symmetric: -(zero-1)..zero-1 around zero
+
+
+def test_block_sizes_follow_the_width():
+    assert weights.block_for(2048, 128) == 128 and weights.block_for(64, 128) == 64 and weights.block_for(48, 128) == 16
+    assert weights.block_for(40, 128) is None  # no power of two from 16 up divides it: the matrix stays float
 
 
 # ---- fp16 -------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ai_writer.backends.open import load_model
 from ai_writer.generation.sampler import SamplerSettings
 
 OPENING = "林黛玉没想到，这一剑竟如此精妙。"
+POST_HEAD = b"POST /api/continue HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -198,15 +199,15 @@ def test_body_limits_and_framing(tiny_model, one_torch_thread):
     with running_server(tiny_model, max_body=2048) as server:
         big = json.dumps({"text": "剑" * 3000}).encode()
         assert_error(json_request(server, "POST", "/api/continue", big), 413)
-        answer = raw_exchange(server, b"POST /api/continue HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = raw_exchange(server, POST_HEAD + b"\r\n")
         assert answer.startswith(b"HTTP/1.1 411") and b'"error"' in answer
-        answer = raw_exchange(server, b"POST /api/continue HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+        answer = raw_exchange(server, POST_HEAD + b"Content-Length: -5\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 400")
-        answer = raw_exchange(server, b"POST /api/continue HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        answer = raw_exchange(server, POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
                                       b"5\r\nhello\r\n0\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 411")
         many = b"".join(b"X-H%d: 1\r\n" % i for i in range(150))
-        answer = raw_exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        answer = raw_exchange(server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n")
         assert answer.startswith(b"HTTP/1.1 431") and b'"error"' in answer
         answer = raw_exchange(server, b"GARBAGE\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 400") and b'"error"' in answer
@@ -215,7 +216,7 @@ def test_body_limits_and_framing(tiny_model, one_torch_thread):
 def test_slow_client_is_cut_off(tiny_model, one_torch_thread):
     with running_server(tiny_model, read_timeout=0.5) as server:
         with socket.create_connection(server.server_address[:2], timeout=5) as sock:
-            sock.sendall(b"POST /api/continue HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"te")
+            sock.sendall(POST_HEAD + b"Content-Length: 100\r\n\r\n{\"te")
             began = time.monotonic()
             received = b""
             while chunk := sock.recv(4096):
@@ -228,7 +229,7 @@ def test_full_queue_answers_429(tiny_model, one_torch_thread):
     with running_server(tiny_model, start_worker=False, max_queue=1) as server:
         waiting = socket.create_connection(server.server_address[:2], timeout=5)
         body = json.dumps(continue_body()).encode()
-        waiting.sendall(b"POST /api/continue HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        waiting.sendall(POST_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         deadline = time.monotonic() + 5
         while server.worker.waiting == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -244,7 +245,7 @@ def test_full_queue_answers_429(tiny_model, one_torch_thread):
 def test_disconnect_stops_generation(server):
     body = json.dumps(continue_body(length=10_000, stream=True)).encode()
     with socket.create_connection(server.server_address[:2], timeout=10) as sock:
-        sock.sendall(b"POST /api/continue HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        sock.sendall(POST_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         assert b"event: chunk" in sock.recv(4096) + sock.recv(4096)
     deadline = time.monotonic() + 10
     while server.worker.active_rows and time.monotonic() < deadline:
@@ -329,7 +330,7 @@ def test_static_files_and_escapes(tiny_model, tmp_path, one_torch_thread):
         assert code == 200 and body == b"" and headers["Content-Length"] == "9"
         for path in ("/../secret.txt", "/%2e%2e/secret.txt", "/sub/..%2f..%2fsecret.txt", "/sub/", "/sub",
                      "//etc/passwd", "/sub%5c..%5c..%5csecret.txt", "/app.js%00.html", "/nothing.html"):
-            answer = raw_exchange(server, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            answer = raw_exchange(server, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             assert answer.startswith(b"HTTP/1.1 404"), path
             assert b"do not serve" not in answer
 
@@ -372,7 +373,8 @@ def test_python_server_py_serves_the_page_and_stops_on_ctrl_c(tiny_model):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
             assert page.status == 200 and b"<html" in page.read().lower()
         body = json.dumps({"prompt": "这是", "max_tokens": 5, "seed": 1}).encode()
-        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body),
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                                                           headers={"Content-Type": "application/json"}),
                                     timeout=60) as answer:
             assert len(json.loads(answer.read())["choices"][0]["text"]) == 5
         process.send_signal(signal.SIGINT)

@@ -18,9 +18,11 @@ class LoadedModel:
     backend: Backend
     choice: Choice
     runs: Path | None = None  # the .onnx the ONNX Runtime backends run
+    state_file: Path | None = None  # --state: the tuned state every text starts from
 
     def describe(self) -> str:
         return (
             f"{self.path.name}: {self.config.describe()}; "
             f"backend {self.choice.backend} {self.choice.precision} ({self.choice.reason})"
+            + (f"; starting from state {self.state_file.name}" if self.state_file else "")
         )

@@ -18,6 +18,8 @@ from ai_writer.backends.select import Choice, choose
 from ai_writer.models.config import ModelConfig
 from ai_writer.errors import ModelFileError, VocabularyError
 from ai_writer.models.formats import AIWRITER_KINDS, header_config, recognise
+from ai_writer.models.onnx_file import read_onnx_metadata
+from ai_writer.models.state_file import read_state_file
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 from ai_writer.text.world_tokenizer import WORLD_VOCAB_SIZE, WorldTokenizer, default_world_tokenizer, is_world_vocabulary
 
@@ -40,23 +42,39 @@ def load_model(
     need_vocab: bool = True,
     onnx_cache: str | Path | None = None,
     notify: Callable[[str], None] = lambda message: None,
+    state_file: str | Path | None = None,
 ) -> LoadedModel:
     """Open a model file with its vocabulary on the chosen backend.
 
     `tokenizer` overrides the tokenizer the model would get (see _tokenizer_for): "char", "world"
     or a vocabulary file. With need_vocab=False (speed measurements), a model without a
-    vocabulary is accepted.
+    vocabulary is accepted. `state_file` (--state): a state-tuned start for every text (models/state_file.py).
     The ONNX Runtime backends (cpu, dml) run the model's ONNX export (export/cache.py), which
     this exports into `onnx_cache` on first use; they never import torch.
     """
-    model_path = Path(model_path)
+    loaded = _open(Path(model_path), vocab_path, tokenizer, unknown_char, backend, precision, threads, need_vocab,
+                   onnx_cache, notify)
+    if state_file is not None:
+        if not hasattr(loaded.backend, "start_from"):
+            raise ModelFileError(f"--state {state_file}: state files are for RWKV-5.2, 6 and 7 world models, "
+                                 f"not for {model_path}")
+        loaded.backend.start_from(read_state_file(state_file, loaded.config))
+        loaded.state_file = Path(state_file)
+    return loaded
+
+
+def _open(model_path: Path, vocab_path, tokenizer, unknown_char, backend, precision, threads, need_vocab, onnx_cache,
+          notify) -> LoadedModel:
     kind = recognise(model_path)  # the one place a file's format is told: its header only
     if kind in AIWRITER_KINDS:
         from ai_writer.backends.aiwriter_open import load_legacy
 
         return load_legacy(model_path, kind, vocab_path=vocab_path, tokenizer=tokenizer, unknown_char=unknown_char,
-                           backend=backend, precision=None if precision == "auto" else precision, threads=threads, need_vocab=need_vocab)
+                           backend=backend, precision=None if precision == "auto" else precision, threads=threads,
+                           need_vocab=need_vocab)
     asked = None if precision in (None, "auto") else precision
+    if kind == "onnx" and asked is None:  # an export runs in its own precision
+        asked = read_onnx_metadata(model_path).get("precision", "fp32")
     choice = choose(backend, asked)  # before reading gigabytes: a bad choice fails fast
     if kind != "onnx":  # an export's precision is its own (checked on opening)
         choice = _fitting(choice, asked, header_config(model_path, kind))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ai_writer.errors import BackendError
-from ai_writer.export.weights import stored_form
+from ai_writer.export.weights import INT4_BLOCK, INT8_BLOCK, stored_form
 
 AUTO_ORDER = {"cpu": ("fp32", "int8", "int4"), "torch-cpu": ("fp32", "bf16")}
 COMFORTABLE = 0.8  # a format fits comfortably when it needs at most this share of the memory available
@@ -35,15 +35,16 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def weight_bytes(config, precision: str) -> int:
-    """Bytes of the weights of a model of `config` (models.config.ModelConfig) stored in `precision`."""
+def weight_bytes(config, precision: str, roles=("matrix", "head", "embedding", "lora", "vector")) -> int:
+    """Bytes of the weights of a model of `config` (models.config.ModelConfig) stored in `precision`
+    (of those weights whose role is in `roles`: export/weights.py names them)."""
     C, F, V, L = config.n_embd, config.ffn_dim, config.vocab_size, config.n_layer
     projections = 4 if config.version == 7 else 5  # RWKV-5.2/6 also have a gate
     matrices = L * (projections * C * C + 2 * C * F + (C * C if config.version != 7 else 0))  # FFN receptance
     lora = L * 2 * C * (config.dim_w + config.dim_a + config.dim_v + config.dim_g + 5 * config.dim_mix)
     vectors = L * 20 * C
     sizes = {"matrix": matrices, "head": V * C, "embedding": V * C, "lora": lora, "vector": vectors}
-    return int(sum(count * _bytes_per_weight(precision, role) for role, count in sizes.items()))
+    return int(sum(count * _bytes_per_weight(precision, role) for role, count in sizes.items() if role in roles))
 
 
 def _bytes_per_weight(precision: str, role: str) -> float:
@@ -51,7 +52,7 @@ def _bytes_per_weight(precision: str, role: str) -> float:
         return 2.0
     form = stored_form(precision, role)
     if isinstance(form, int):
-        return form / 8 + 4 / 32  # the packed weight and a float32 scale per block of 32
+        return form / 8 + 4 / (INT8_BLOCK if form == 8 else INT4_BLOCK)  # the packed weight, a float32 scale a block
     return 2.0 if form == "float16" else 4.0
 
 

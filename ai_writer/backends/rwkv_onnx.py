@@ -77,6 +77,9 @@ def open_session(path: Path, *, backend: str, providers: Sequence[str], threads:
     # sleep when idle; threads asked for explicitly (--threads) spin, as their cores are meant
     # for this.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if threads is not None else "0")
+    # MatMulNBits repacks its quantized weights when the session opens: on all threads, that is most of a
+    # big model's start (benchmarks/RESULTS.md, big models: start).
+    options.add_session_config_entry("session.prepack.enable_parallel", "1")
     if backend == "dml":  # DirectML needs these two (onnxruntime-directml's documented requirements)
         options.enable_mem_pattern = False
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -97,6 +100,7 @@ class OnnxBackend:
             raise ModelFileError(f"{self.path}: not an ai-writer ONNX export (export one with `ai-writer export onnx`)")
         self.config = ModelConfig.from_json(self.metadata.get("config", ""), str(self.path))
         self.precision = self.metadata.get("precision", "fp32")
+        self.initial_wkv: np.ndarray | None = None
         self._check_io()
 
     def _check_io(self) -> None:
@@ -124,12 +128,20 @@ class OnnxBackend:
         return self.session.get_providers()
 
     def zero_state(self, batch_size: int) -> OnnxState:
+        """The state of `batch_size` empty texts: zeros, or a state file's tuned start (start_from)."""
         c = self.config
+        wkv = np.zeros((c.n_layer, batch_size, c.n_head, c.head_size, c.head_size), dtype=np.float32)
+        if self.initial_wkv is not None:
+            wkv[:] = self.initial_wkv[:, None]
         return OnnxState(
             att_shift=np.zeros((c.n_layer, batch_size, c.n_embd), dtype=np.float32),
-            wkv=np.zeros((c.n_layer, batch_size, c.n_head, c.head_size, c.head_size), dtype=np.float32),
+            wkv=wkv,
             ffn_shift=np.zeros((c.n_layer, batch_size, c.n_embd), dtype=np.float32),
         )
+
+    def start_from(self, wkv: np.ndarray) -> None:
+        """Start every text from this wkv state, (L, H, N, N) in the engine's layout (models/state_file.py)."""
+        self.initial_wkv = np.asarray(wkv, dtype=np.float32)
 
     def forward(self, token_ids: Sequence[Sequence[int]] | np.ndarray, state: OnnxState):
         tokens = check_tokens(token_ids, state.batch_size, self.config.vocab_size)

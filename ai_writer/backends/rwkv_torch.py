@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -44,9 +45,19 @@ class TorchBackend:
         model.load_state_dict(weights, strict=True, assign=True)
         del weights  # else every converted (fp32) weight stays alive beside its oneDNN-packed copy
         self.model = model.prepare_for_inference()
+        self.initial_wkv: np.ndarray | None = None
 
     def zero_state(self, batch_size: int) -> RWKV7State:
-        return self.model.zero_state(batch_size)
+        """The state of `batch_size` empty texts: zeros, or a state file's tuned start (start_from)."""
+        state = self.model.zero_state(batch_size)
+        if self.initial_wkv is not None:
+            wkv = torch.as_tensor(self.initial_wkv, device=self.device)[:, None].expand_as(state.wkv).clone()
+            state = dataclasses.replace(state, wkv=wkv)
+        return state
+
+    def start_from(self, wkv: np.ndarray) -> None:
+        """Start every text from this wkv state, (L, H, N, N) in the engine's layout (models/state_file.py)."""
+        self.initial_wkv = np.asarray(wkv, dtype=np.float32)
 
     def forward(self, token_ids: Sequence[Sequence[int]] | np.ndarray, state: RWKV7State):
         tokens = torch.as_tensor(check_tokens(token_ids, state.batch_size, self.config.vocab_size), device=self.device)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ai_writer.models.config import ModelConfig
+from ai_writer.backends.precision import weight_bytes
 from ai_writer.errors import SettingsError
+from ai_writer.models.config import ModelConfig
 
 FIGURES = ("decode_tokens_per_s", "prefill_tokens_per_s", "peak_rss_mb")
 REFERENCE = "rwkv-package"
@@ -66,20 +67,10 @@ def stream_read_gbps(threads: int, megabytes: int = 512, repeats: int = 5) -> fl
 
 
 def weight_bytes_per_token(config: ModelConfig, precision: str) -> int:
-    """Bytes of weights one decode step reads: everything but the embedding table (one row of it)."""
-    width = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}[precision]
-    total = 0
-    for key, shape in config.expected_shapes().items():
-        numel = int(np.prod(shape))
-        if key == "emb.weight":
-            total += config.n_embd * 4
-        elif "ln0" in key:
-            continue  # folded into the embedding at load
-        elif len(shape) == 2 and min(shape) > 64:  # the matrices int8 quantizes (LoRA-sized ones stay)
-            total += numel * width
-        else:
-            total += numel * (4 if precision == "int8" else width)
-    return total
+    """Bytes of weights one decode step reads: every weight in the form `precision` stores it
+    (backends/precision.py), but of the embedding table only one row."""
+    table = weight_bytes(config, precision) - weight_bytes(config, precision, roles=("embedding",))
+    return table + config.n_embd * 4
 
 
 def run_json(command: list[str]) -> dict[str, float]:

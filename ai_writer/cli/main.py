@@ -16,13 +16,14 @@ from pathlib import Path
 import click
 
 from ai_writer import __version__
-from ai_writer.cli.options import EXIT_ERROR, model_options, open_model, sampling_options
+from ai_writer.cli.options import EXIT_ERROR, model_options, open_model, sampling_options, template_option
 from ai_writer.cli.model import export_group, info_command
 from ai_writer.cli.serve import serve_command
 from ai_writer.cli.train import eval_command, train_command
 from ai_writer.errors import AiWriterError, InputTextError
 from ai_writer.cli.repl import repl_command
 from ai_writer.generation.sampler import SamplerSettings
+from ai_writer.text.templates import template_named
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,9 +52,10 @@ def cli():
 @click.option("--no-stream", is_flag=True, help="Print each continuation only when it is complete.")
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
 @model_options
+@template_option
 @sampling_options
 def continue_command(file, length, runs, stop, seed, raw, output_format, no_stream, quiet, model, vocab, unknown_char,
-                     backend, precision, threads, **sampling):
+                     backend, precision, threads, template, **sampling):
     """Continue the opening in FILE (or stdin) and stream the new text to stdout.
 
     \b
@@ -71,6 +73,7 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
     from ai_writer.generation.generator import Generator, RunResult
 
     settings = _settings(sampling)
+    template = template_named(template)
     opening = _read_text(file)
     if not opening.strip():
         raise InputTextError(f"{_name(file)}: the opening is empty; give some text to continue")
@@ -82,7 +85,7 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
 
     generator = Generator(loaded.backend, loaded.tokenizer, settings)
     began = time.perf_counter()
-    start = generator.prefill(context)
+    start = _prefill(generator, template.wrap(context), progress=not quiet and sys.stderr.isatty())
     prefill_s = time.perf_counter() - began
     results: list[RunResult] = []
     out = _Output(output_format, runs, stream=not no_stream, seed=seed)
@@ -97,6 +100,32 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
     elapsed = time.perf_counter() - began - prefill_s
     status(f"ai-writer: read {len(context)} characters ({start.n_tokens} tokens) in {prefill_s:.2f} s, "
            f"wrote {out.total_chars} in {elapsed:.2f} s ({out.total_chars / max(elapsed, 1e-9):.1f} characters/s)")
+
+
+def _prefill(generator, text: str, *, progress: bool):
+    """Read the opening into the model; a long one on a terminal shows its progress on stderr. It is read in
+    segments of whole backend prefill segments, so the state is the one a single read gives."""
+    from ai_writer.backends.base import PREFILL_SEGMENT
+    from ai_writer.generation.decode import Prefilled
+
+    segment = 16 * PREFILL_SEGMENT
+    if not progress or len(text) <= segment:
+        return generator.prefill(text)
+    ids = generator.tokenizer.encode(text)
+    if len(ids) <= segment:
+        return generator.prefill(text)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    state = generator.backend.zero_state(1)
+    columns = (TextColumn("reading the opening"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("read", total=len(ids))
+        for begin in range(0, len(ids), segment):
+            logits, state = generator.backend.forward([ids[begin : begin + segment]], state)
+            bar.update(task, completed=min(begin + segment, len(ids)))
+    return Prefilled(state=state, logits=logits[0], last_token=ids[-1], n_tokens=len(ids))
 
 
 class _Output:
@@ -192,9 +221,9 @@ def _bench_compare(model, configs, reference, bandwidth, threads, rounds, decode
                      log=lambda line: click.echo(line, err=True))
     gbps, config = None, None
     if bandwidth:
-        from ai_writer.models.checkpoint import load_checkpoint
+        from ai_writer.models.formats import header_config, recognise
 
-        gbps, config = stream_read_gbps(threads), load_checkpoint(model).config
+        gbps, config = stream_read_gbps(threads), header_config(model, recognise(model))
         click.echo(f"streaming read bandwidth, {threads} threads: {gbps:.1f} GB/s", err=True)
     click.echo(f"{Path(model).name}, {threads} threads, medians of {rounds} rounds (min-max):")
     click.echo(table(series, config=config, bandwidth_gbps=gbps))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,12 @@ class CliError(click.ClickException):
 
 @dataclass(frozen=True)
 class VocabOptions:
-    """--vocab and --tokenizer, handed to the commands as their one `vocab` argument."""
+    """The files that go with the model: --vocab, --tokenizer and --state, handed to the commands as their one
+    `vocab` argument."""
 
     path: Path | None = None  # --vocab
     tokenizer: str | Path | None = None  # --tokenizer: "char", "world" or a vocabulary file; None follows the model
+    state: Path | None = None  # --state: a state-tuned start (a .pth or .safetensors of time_state)
 
 
 def _tokenizer_choice(ctx, param, value):
@@ -35,6 +38,18 @@ def _tokenizer_choice(ctx, param, value):
     if not path.is_file():
         raise click.BadParameter(f"{value!r} is neither char, world nor a vocabulary file", ctx, param)
     return path
+
+
+THREADS_PER_CORE = 4  # --threads beyond this many per core only starves the machine
+
+
+def _threads_bound(ctx, param, value):
+    """--threads: at most THREADS_PER_CORE times this machine's cores."""
+    cores = os.cpu_count() or 1
+    if value is not None and value > THREADS_PER_CORE * cores:
+        raise click.BadParameter(f"{value} is more than {THREADS_PER_CORE * cores} ({THREADS_PER_CORE} per core; "
+                                 f"this machine has {cores})", ctx, param)
+    return value
 
 
 def model_options(command):
@@ -84,12 +99,32 @@ def model_options(command):
         "torch-cpu. auto: on the CPU the most precise one whose weights fit the memory available (`ai-writer info` "
         "says which and why), fp16 on GPUs.",
     )
-    @click.option("--threads", type=click.IntRange(min=1), help=f"CPU threads for the model. Default: {THREADS_HELP}.")
+    @click.option("--threads", type=click.IntRange(min=1), callback=_threads_bound,
+                  help=f"CPU threads for the model, at most {THREADS_PER_CORE} per core. Default: {THREADS_HELP}.")
+    @click.option(
+        "--state",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A state-tuned start (RWKV-5.2/6/7 time_state file, .pth or .safetensors): every text starts from it, "
+        "the style preset RWKV Runner applies. Its shapes must be the model's.",
+    )
     @functools.wraps(command)
-    def wrapper(*args, vocab=None, tokenizer=None, **kwargs):
-        return command(*args, vocab=VocabOptions(vocab, tokenizer), **kwargs)
+    def wrapper(*args, vocab=None, tokenizer=None, state=None, **kwargs):
+        return command(*args, vocab=VocabOptions(vocab, tokenizer, state), **kwargs)
 
     return wrapper
+
+
+def template_option(command):
+    """--template: what the model reads around the story (text/templates.py)."""
+    return click.option(
+        "--template",
+        metavar="NAME|FILE",
+        default="plain",
+        show_default=True,
+        help="Wrap the story the model reads (never the text you see or save): plain (as it is), longer (the "
+        "RWKV-5 12B one-state card's 'User: make this content longer: ... Assistant: ok, longer content is'), or a "
+        "file holding {story} where the story goes.",
+    )(command)
 
 
 def sampling_options(command):
@@ -129,12 +164,15 @@ def open_model(model, vocab: VocabOptions | Path | None, unknown_char, backend, 
     if len(unknown_char) != 1:
         raise CliError(f"--unknown-char must be one character, got {unknown_char!r}")
     return load_model(model, vocab_path=vocab.path, tokenizer=vocab.tokenizer, unknown_char=unknown_char,
-                      backend=backend, precision=precision,
+                      backend=backend, precision=precision, state_file=vocab.state,
                       threads=threads, need_vocab=need_vocab, onnx_cache=onnx_cache_dir(),
                       notify=(lambda message: None) if quiet else (lambda message: click.echo(f"ai-writer: {message}",
                                                                                                err=True)))
 
 
 def onnx_cache_dir() -> Path:
-    """Where models are exported to ONNX on first use (the ai-writer user folder)."""
-    return Path(click.get_app_dir("ai-writer")) / "onnx-cache"
+    """Where models are exported to ONNX on first use: the user's cache folder (~/.cache/ai-writer/onnx under
+    XDG, the usual places on macOS and Windows)."""
+    from ai_writer.export.cache import default_cache_dir
+
+    return default_cache_dir()

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import click
 
-from ai_writer.cli.options import model_options, open_model, sampling_options
+from ai_writer.cli.options import model_options, open_model, sampling_options, template_option
 from ai_writer.errors import AiWriterError, InputTextError
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.repl.session import Repl
 from ai_writer.repl.ui import PlainUI, PromptToolkitUI
-from ai_writer.story.document import is_session_file
+from ai_writer.story.document import is_session_file, move_aside
+from ai_writer.text.templates import template_named
 
 
 def default_session_path(file: Path | None) -> Path:
@@ -36,9 +37,10 @@ def default_session_path(file: Path | None) -> Path:
               help="Stop writing at the end of a paragraph, or always write --len characters.")
 @click.option("--plain", is_flag=True, help="Plain line input and output (also when TERM=dumb).")
 @model_options
+@template_option
 @sampling_options
 def repl_command(file, length, seed, session_path, resume, paragraph, plain, model, vocab, unknown_char, backend, precision,
-                 threads, **sampling):
+                 threads, template, **sampling):
     """An interactive writing session: Enter writes the next paragraph, /rewrite (Ctrl-R) rewrites it.
 
     \b
@@ -51,6 +53,7 @@ def repl_command(file, length, seed, session_path, resume, paragraph, plain, mod
       ai-writer repl story.session.json --temperature 0.9
     """
     settings = SamplerSettings(**sampling)
+    template = template_named(template)
     if file is not None and not file.is_file():
         raise InputTextError(f"{file}: no such file")
     session_path = session_path or default_session_path(file)
@@ -58,7 +61,7 @@ def repl_command(file, length, seed, session_path, resume, paragraph, plain, mod
     click.echo(f"ai-writer: {loaded.describe()}", err=True)
     plain = plain or os.environ.get("TERM", "") == "dumb" or not sys.stdin.isatty()
     repl = Repl(loaded, None, settings=settings, length=length, seed=seed, session_path=session_path,
-                paragraph=paragraph)
+                paragraph=paragraph, template=template)
     repl.ui = PlainUI() if plain else PromptToolkitUI(lambda: repl.toolbar_text())
     context = click.get_current_context()  # options given on the command line win over a session's settings
     repl.explicit = frozenset(name for name in [*sampling, "length"]
@@ -88,8 +91,10 @@ def repl_command(file, length, seed, session_path, resume, paragraph, plain, mod
 def _offer_resume(repl: Repl, session_path: Path, resume: bool | None) -> bool:
     try:
         document = repl.load(session_path)
-    except AiWriterError as exc:
+    except AiWriterError as exc:  # damaged: kept under another name, so the new autosave cannot overwrite it
+        aside = move_aside(session_path)
         repl.ui.error(f"the autosaved session cannot be resumed: {exc}")
+        repl.ui.info(f"(it is kept as {aside}; this session autosaves to {session_path} afresh)")
         return False
     if not document.spans or resume is False:
         return False

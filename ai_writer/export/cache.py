@@ -9,20 +9,30 @@ For a model file M (.safetensors or .pth) and a precision P, in this order:
 
 A model's fingerprint reads its header and a few spread-out blocks of its bytes: cheap for a
 file of gigabytes, stable when the file is copied, different when it is retrained.
+
+The cache is trusted only as far as it is the user's own: without a folder given, it is the
+user's cache folder (platformdirs: `~/.cache/ai-writer/onnx` on Linux), never a shared temporary
+one; a cache folder or cached file that another user owns, or that others may write, is refused
+(on Windows, where files have no owner uid, only the second); and each export's digest is
+recorded beside it when it is made (`NAME.onnx.digest`: the SHA-256 of the `.onnx` file, and of
+its `.onnx.data` a sampled fingerprint like the model's, its size, head and spread-out blocks,
+so that checking costs milliseconds for gigabytes), which loading checks: an export that does
+not match it is made again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import stat
 from pathlib import Path
 from typing import Callable
 
 from ai_writer.errors import ModelFileError
+from ai_writer.files import write_atomic
 from ai_writer.models.formats import recognise
 
-EXPORT_VERSION = 4  # part of the cache file names: bump it when the exported graph changes
+EXPORT_VERSION = 5  # part of the cache file names: bump it when the exported graph changes
 SAMPLED_BLOCKS = 16
 BLOCK_BYTES = 65536
 
@@ -64,16 +74,83 @@ def onnx_for(
     beside = export_name(model_path, precision)
     if beside.is_file():
         return beside, source
-    folder = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "ai-writer-onnx"
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = folder / f"{source}-{precision}-v{EXPORT_VERSION}.onnx"
-    if not cached.is_file():
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ModelFileError(f"{folder}: cannot create the ONNX cache folder ({exc.strerror})") from None
-        export_model(model_path, cached, precision, source, kind=kind,
-                     on_start=lambda: notify(f"exporting {model_path.name} to ONNX ({precision}) once; kept in {folder}"))
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelFileError(f"{folder}: cannot create the ONNX cache folder ({exc.strerror})") from None
+    check_owned(folder, "the ONNX cache folder")
+    if cached.is_file() or cached.is_symlink():
+        for path in (cached, _data(cached), _digest_file(cached)):
+            if path.exists() or path.is_symlink():
+                check_owned(path, "a cached ONNX export")
+        recorded = _recorded_digest(cached)
+        if recorded is not None and recorded == export_digest(cached):
+            return cached, source
+        if recorded is not None:
+            notify(f"the cached export {cached.name} does not match the digest recorded when it was made")
+    export_model(model_path, cached, precision, source, kind=kind,
+                 on_start=lambda: notify(f"exporting {model_path.name} to ONNX ({precision}) once; kept in {folder}"))
+    try:
+        write_atomic(_digest_file(cached), export_digest(cached) + "\n")
+        for path in (cached, _data(cached), _digest_file(cached)):
+            if path.exists():  # a umask of 002 leaves them writable by the group, which the check refuses
+                path.chmod(path.stat().st_mode & ~0o022)
+    except OSError as exc:
+        raise ModelFileError(f"{folder}: cannot write to the ONNX cache folder ({exc.strerror or exc})") from None
     return cached, source
+
+
+def default_cache_dir() -> Path:
+    """The cache folder when none is given: the user's own cache folder (never a shared temporary one)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ai-writer", appauthor=False)) / "onnx"
+
+
+def check_owned(path: Path, what: str) -> None:
+    """`path` must belong to the current user and be writable by nobody else; else a one-line ModelFileError.
+    A symbolic link is judged by itself, not by what it points to, and refused."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot check {what} ({exc.strerror})") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise ModelFileError(f"{path}: {what} is a symbolic link; remove it and ai-writer exports again")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise ModelFileError(f"{path}: {what} belongs to another user (uid {info.st_uid}); ai-writer runs only "
+                             "exports of its own user: remove it, or give a cache folder of your own")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ModelFileError(f"{path}: {what} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}); "
+                             f"run chmod go-w {path}")
+
+
+def export_digest(onnx_path: Path) -> str:
+    """The digest of an export: SHA-256 of the .onnx file (small: the graph and metadata), and a sampled
+    fingerprint (fingerprint()) of its .onnx.data, which holds the weights and can be gigabytes."""
+    try:
+        digest = hashlib.sha256(onnx_path.read_bytes())
+        data = _data(onnx_path)
+        digest.update(fingerprint(data).encode() if data.exists() else b"no data file")
+    except OSError:
+        return "unreadable"
+    return digest.hexdigest()
+
+
+def _recorded_digest(onnx_path: Path) -> str | None:
+    try:
+        return _digest_file(onnx_path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _data(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.name + ".data")
+
+
+def _digest_file(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.name + ".digest")
 
 
 def export_model(model_path: Path, out: Path, precision: str, source: str | None = None,

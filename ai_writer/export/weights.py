@@ -10,12 +10,12 @@ What each kind of weight becomes, per precision:
 | role | fp32 | fp16 (DirectML) | int8 | int4 |
 |---|---|---|---|---|
 | `matrix`: projections, FFN | float32 | float16 | MatMulNBits 8-bit | MatMulNBits 4-bit |
-| `head` | float32 | float16 | MatMulNBits 8-bit | MatMulNBits 8-bit |
+| `head` | float32 | float16 | MatMulNBits 8-bit | MatMulNBits 4-bit |
 | `embedding` (gathered per token) | float32 | float16 | float16 | float16 |
 | `lora` (low-rank), `vector` | float32 | float16 | float32 | float32 |
 
-MatMulNBits stores a (K, N) weight by output column in blocks of `block` inputs, each with one
-float32 scale, unsigned with the operator's default zero point (128 for 8 bits, 8 for 4 bits);
+MatMulNBits stores a (K, N) weight by output column in blocks of `block` inputs (128: chosen by
+measured speed and accuracy, benchmarks/RESULTS.md "Block sizes"), each with one float32 scale, unsigned with the operator's default zero point (128 for 8 bits, 8 for 4 bits);
 4-bit values are packed two to a byte, the first in the low nibble.
 """
 
@@ -32,8 +32,9 @@ from onnx import TensorProto, numpy_helper
 ROLES = ("matrix", "head", "embedding", "lora", "vector")
 INLINE_BYTES = 65536  # smaller tensors stay inside the .onnx file
 ALIGN = 65536  # external tensors start at multiples of this (page- and Windows-mapping-aligned)
-INT8_BLOCK = 32  # inputs per scale, 8-bit weights
-INT4_BLOCK = 32  # inputs per scale, 4-bit weights (benchmarks/RESULTS.md, int4 block size)
+INT8_BLOCK = 128  # inputs per scale, 8-bit weights (benchmarks/RESULTS.md, "Block sizes")
+INT4_BLOCK = 128  # inputs per scale, 4-bit weights (ibid.)
+INT4_HEAD_BITS = 4  # the head of an int4 export (ibid.)
 QUANTIZE_COLUMNS = 4096  # output columns quantized at a time
 
 
@@ -58,7 +59,7 @@ def stored_form(precision: str, role: str) -> str | int:
     if role == "matrix" and precision in ("int8", "int4"):
         return 8 if precision == "int8" else 4
     if role == "head" and precision in ("int8", "int4"):
-        return 8
+        return 8 if precision == "int8" else INT4_HEAD_BITS
     return "float32"
 
 
@@ -79,8 +80,8 @@ class WeightWriter:
         form = stored_form(self.precision, role)
         if isinstance(form, int):
             k, n = array.shape
-            block = INT8_BLOCK if form == 8 else INT4_BLOCK
-            if k % block == 0:
+            block = block_for(k, INT8_BLOCK if form == 8 else INT4_BLOCK)
+            if block is not None:
                 blocks, scales = quantize_blocks(array, block, form)
                 self._store(blocks, name + f".q{form}")
                 self._store(scales, name + ".scales")
@@ -107,6 +108,17 @@ class WeightWriter:
             entry.key, entry.value = key, value
         self.initializers.append(tensor)
         self.nbytes += array.nbytes
+
+
+def block_for(k: int, preferred: int) -> int | None:
+    """The block size for a matrix of `k` inputs: `preferred`, or the largest smaller power of two (down to 16,
+    MatMulNBits' least) that divides k; None when none does."""
+    block = preferred
+    while block >= 16:
+        if k % block == 0:
+            return block
+        block //= 2
+    return None
 
 
 def _align(data: BinaryIO) -> int:

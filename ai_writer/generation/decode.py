@@ -18,6 +18,7 @@ one-row state and logits before its last token, for a prefix cache.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
@@ -44,6 +45,8 @@ class Row:
     done: bool = False
     finish_reason: str = "length"  # "length" or "stop"
     final: tuple[Any, np.ndarray] | None = None  # (state, logits) before the last token, if kept
+    matched: list[int] | None = None  # per stop string: how many of its first characters `text` ends with
+    scanned: int = 0  # characters of `text` already matched against the stop strings
 
 
 @dataclass(frozen=True)
@@ -136,18 +139,62 @@ class DecodeBatch:
 
 def settle_row(row: Row) -> str:
     """Settle a row after new text arrived: end it on a stop string or at its length, and return the
-    text that is now safe to show (none of it may begin a stop string)."""
-    for s in row.stop:
-        at = row.text.find(s, max(0, row.sent - len(s)))
-        if at != -1 and at < row.max_chars:
-            row.text, row.done, row.finish_reason = row.text[:at], True, "stop"
+    text that is now safe to show (none of it may begin a stop string).
+
+    The text is read as if it came one character at a time: the row ends at the first character
+    (within its length) that completes a stop string, cut just before that stop string (the one
+    that starts first, when several end there). Stop strings are matched incrementally, so each
+    new character costs at most the longest stop string's length (amortised: a few steps).
+    """
+    if row.stop:
+        _match_stops(row)
     if not row.done and len(row.text) >= row.max_chars:
         row.text, row.done = row.text[: row.max_chars], True
-    if row.done:
-        safe = len(row.text)
-    else:
-        held = max((n for s in row.stop for n in range(1, len(s)) if row.text.endswith(s[:n])), default=0)
-        safe = len(row.text) - held
+    # held back: the longest end of the text that begins a stop string
+    safe = len(row.text) if row.done else len(row.text) - max(row.matched or (0,))
     chunk = row.text[row.sent : safe]
     row.sent = max(row.sent, safe)
     return chunk
+
+
+def _match_stops(row: Row) -> None:
+    """Feed the characters not yet matched (up to the row's length) to each stop string's matcher
+    (Knuth-Morris-Pratt); end the row on the first one that completes a stop string."""
+    tables = _failure_tables(row.stop)
+    matched = row.matched if row.matched is not None else [0] * len(row.stop)
+    row.matched = matched
+    end = min(len(row.text), row.max_chars)
+    for position in range(row.scanned, end):
+        char, cut = row.text[position], None
+        for i, (stop, fail) in enumerate(zip(row.stop, tables)):
+            k = matched[i]
+            while k and stop[k] != char:
+                k = fail[k - 1]
+            if stop[k] == char:
+                k += 1
+            if k == len(stop):
+                start = position + 1 - k
+                cut = start if cut is None else min(cut, start)
+            matched[i] = k
+        if cut is not None:
+            row.text, row.done, row.finish_reason = row.text[:cut], True, "stop"
+            row.scanned = cut
+            return
+    row.scanned = end
+
+
+@functools.lru_cache(maxsize=64)
+def _failure_tables(stops: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+    """For each stop string s: fail[i] = the length of the longest proper prefix of s[:i + 1] that is
+    also its suffix, where matching falls back to after a mismatch."""
+    tables = []
+    for stop in stops:
+        fail, k = [0] * len(stop), 0
+        for i in range(1, len(stop)):
+            while k and stop[i] != stop[k]:
+                k = fail[k - 1]
+            if stop[i] == stop[k]:
+                k += 1
+            fail[i] = k
+        tables.append(tuple(fail))
+    return tuple(tables)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ai_writer.generation.decode import Prefilled
 from ai_writer.generation.prefix_cache import PrefixCache
+from ai_writer.text.templates import SHIPPED, Template
 
 
 class CountingBackend:
@@ -33,21 +34,31 @@ class CountingBackend:
 
 
 class Reader:
-    """Feeds text into the model from a given state: the only way a document reads text."""
+    """Feeds text into the model from a given state: the only way a document reads text.
 
-    def __init__(self, backend, tokenizer):
-        self.backend, self.tokenizer = backend, tokenizer
+    With a template (text/templates.py), the story is read after the template's `before`, and
+    `writing_start` reads its `after` into a copy of a state, where the model then writes; the
+    states a document keeps are those of the story alone."""
+
+    def __init__(self, backend, tokenizer, template: Template = SHIPPED["plain"]):
+        self.backend, self.tokenizer, self.template = backend, tokenizer, template
 
     def empty_state(self) -> Any:
         """The one-row state of an empty text (a template for states restored from a file)."""
         return self.backend.zero_state(1)
 
     def feed(self, start: Prefilled | None, text: str) -> Prefilled | None:
-        """The state after reading `text` from `start` (None = the empty beginning)."""
-        ids = self.tokenizer.encode(text)
+        """The state after reading `text` from `start` (None = the beginning, where the template's `before`
+        comes first)."""
+        ids = self.tokenizer.encode(text if start is not None else self.template.before + text)
         if not ids:
             return start
         return self.feed_ids(start, ids)
+
+    def writing_start(self, story_end: Prefilled) -> Prefilled:
+        """Where the model writes after a story that ends at `story_end`: the template's `after` read into a
+        copy of that state (states are values: `story_end` stays the story's)."""
+        return self.feed(story_end, self.template.after) if self.template.after else story_end
 
     def feed_ids(self, start: Prefilled | None, ids: list[int]) -> Prefilled:
         state = start.state if start is not None else self.backend.zero_state(1)

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 raise ModelFileError(f"{path}: the metadata has no vocabulary") from None
     else:
         config = ModelConfig.from_tensors({k: tuple(t.shape) for k, t in tensors.items()}, str(path))
+    config.check_tensors(tensors, path.stat().st_size, str(path))  # a config of a billion layers stops here
     _check_shapes(path, config, tensors)
     if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
         raise ModelFileError(
@@ -100,11 +102,12 @@ def read_pth_tensors(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": two lines of torch's, not the writer's
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
-        blocked = re.search(r"(?:GLOBAL|[Uu]nsupported(?: global:)?)\s+(?:GLOBAL\s+)?([\w.]+)", str(exc))
-        reason = f"its pickle wants to import {blocked.group(1)}" if blocked else "its pickle holds more than tensors"
-        raise ModelFileError(f"{path}: refused to load: {reason} (only plain tensor checkpoints are loaded)") from None
+        raise ModelFileError(f"{path}: refused to load: {_refusal(path, str(exc))} "
+                             "(only plain tensor checkpoints are loaded; nothing was run)") from None
     except (zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path}: cannot read the checkpoint (truncated or corrupt?): {first_line}") from None
@@ -113,6 +116,28 @@ def read_pth_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict) or not all(isinstance(t, torch.Tensor) for t in data.values()):
         raise ModelFileError(f"{path}: not a checkpoint of named tensors")
     return data
+
+
+def _refusal(path: Path, torch_message: str) -> str:
+    """Why torch's weights-only loader refused a pickle, naming the global it wanted: found by reading the pickle
+    with the restricted reader (models/aiwriter/restricted_pickle.py, which runs nothing), else from torch's
+    message; an instruction torch does not read (a pickle protocol above 2) is named as such."""
+    from ai_writer.models.aiwriter.restricted_pickle import UnsafePickleError, read_pth
+
+    try:
+        read_pth(path, shapes_only=True)
+    except UnsafePickleError as exc:
+        return f"its pickle wants to import {exc.global_name}"
+    except ModelFileError:
+        pass
+    blocked = re.search(r"GLOBAL\s+([\w.]+)", torch_message)
+    if blocked:
+        return f"its pickle wants to import {blocked.group(1)}"
+    opcode = re.search(r"Unsupported operand (\d+)", torch_message)
+    if opcode:
+        return (f"its pickle uses an instruction (opcode {opcode.group(1)}) that torch's weights-only loader does "
+                "not read; save it again with torch.save")
+    return "its pickle holds more than tensors"
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

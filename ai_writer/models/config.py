@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Mapping
 
 from ai_writer.errors import ModelFileError
-from ai_writer.models.version import NAMES, detect_version
+from ai_writer.models.version import NAMES, SUPPORTED, SUPPORTED_TEXT, detect_version
+
+MAXIMUM = 2**31 - 1  # no field of a real model comes near it; a bigger one is a damaged or hostile file
+MINIMUM = {"vocab_size": 1, "n_layer": 1, "n_embd": 1, "head_size": 1, "ffn_dim": 1}  # the others may be 0
+_LAYER_KEY = re.compile(r"blocks\.(\d{1,12})\.")
+
+
+def layer_numbers(shapes: Mapping[str, object]) -> set[int]:
+    """The layer numbers that a checkpoint's tensor names (blocks.N.*) hold: never more than it has names."""
+    return {int(m.group(1)) for key in shapes if (m := _LAYER_KEY.match(key))}
+
+
+def _show(value: int) -> str:
+    return str(value) if abs(value) < 10**30 else f"a number of {value.bit_length()} bits"
 
 
 @dataclass(frozen=True)
@@ -53,42 +67,102 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str, source: str) -> "ModelConfig":
+        """The config a native file stores, every field a whole number in its range (else one line)."""
+        where = f"{source}: the model config in the metadata is invalid"
         try:
             fields = json.loads(text)
-            return cls(**{f.name: int(fields[f.name]) for f in dataclasses.fields(cls) if f.name in fields})
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ModelFileError(f"{source}: the model config in the metadata is invalid ({exc})") from None
+        except ValueError as exc:  # JSONDecodeError, or a number of thousands of digits
+            raise ModelFileError(f"{where} (not JSON: {str(exc)[:100]})") from None
+        except RecursionError:
+            raise ModelFileError(f"{where} (not JSON: nested too deeply)") from None
+        if not isinstance(fields, dict):
+            raise ModelFileError(f"{where} (not a JSON object)")
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in fields:
+                if f.default is dataclasses.MISSING:
+                    raise ModelFileError(f"{where} (no {f.name})")
+                continue
+            value = fields[f.name]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ModelFileError(f"{where} ({f.name} is not a whole number)")
+            values[f.name] = value
+        return cls(**values).checked(source)
+
+    def checked(self, source: str) -> "ModelConfig":
+        """This config, if every field is in its range (a one-line ModelFileError if not): what a hostile file
+        could otherwise turn into a division by zero or a loop of a billion layers."""
+        for f in dataclasses.fields(self):
+            value, low = getattr(self, f.name), MINIMUM.get(f.name, 0)
+            if not low <= value <= MAXIMUM:
+                raise ModelFileError(f"{source}: the model config is invalid ({f.name} {_show(value)} is not "
+                                     f"between {low} and {MAXIMUM})")
+        if self.version not in SUPPORTED:
+            raise ModelFileError(f"{source}: the model config names RWKV version {_show(self.version)}; "
+                                 f"{SUPPORTED_TEXT}")
+        if self.n_embd % self.head_size:
+            raise ModelFileError(f"{source}: the model config is invalid (head_size {self.head_size} does not "
+                                 f"divide n_embd {self.n_embd})")
+        return self
+
+    def parameter_count(self) -> int:
+        """How many numbers the model's tensors hold, computed without listing them (see check_tensors)."""
+        def count(n_layer: int) -> int:
+            shapes = dataclasses.replace(self, n_layer=n_layer).expected_shapes()
+            return sum(math.prod(shape) for shape in shapes.values())
+
+        one, two = count(1), count(2)
+        return one + (self.n_layer - 1) * (two - one)
+
+    def check_tensors(self, shapes: Mapping[str, object], file_size: int, source: str) -> None:
+        """Before anything is allocated for this config: its layers are the ones the file's tensor names number
+        (so listing its tensors costs no more than the file's own header), and the file is big enough for its
+        numbers (two bytes each, the narrowest float stored). A config whose n_layer says a billion thus fails
+        here, in the time it takes to read the file's keys; each tensor is checked by name afterwards."""
+        layers = layer_numbers(shapes)
+        if len(layers) != self.n_layer or (layers and max(layers) >= self.n_layer):
+            raise ModelFileError(f"{source}: the model config says {self.n_layer} layers but the file's tensors "
+                                 f"are of {len(layers)} layers")
+        needed = 2 * self.parameter_count()
+        if needed > file_size:
+            raise ModelFileError(f"{source}: the model config needs at least {needed:,} bytes of weights but the "
+                                 f"file has {file_size:,} (truncated, or a config that does not match)")
 
     @classmethod
     def from_tensors(cls, shapes: Mapping[str, tuple[int, ...]], source: str, ctx_len: int = 0) -> "ModelConfig":
         """Infer the config from the shapes of the standard keys of an RWKV-7, RWKV-6 or RWKV-5.2 checkpoint."""
         version = detect_version(shapes, source)
 
-        def shape(key: str) -> tuple[int, ...]:
+        def shape(key: str, ndim: int | None = None) -> tuple[int, ...]:
             if key not in shapes:
                 raise ModelFileError(f"{source}: not an {NAMES[version]} checkpoint (no tensor {key!r})")
+            if ndim is not None and len(shapes[key]) != ndim:
+                raise ModelFileError(f"{source}: tensor {key!r} has shape {list(shapes[key])}, expected {ndim} "
+                                     "dimensions")
             return tuple(shapes[key])
 
-        vocab_size, n_embd = shape("emb.weight")
+        vocab_size, n_embd = shape("emb.weight", 2)
         heads = "att.r_k" if version == 7 else "att.time_faaaa"  # (n_head, head_size)
-        n_head, head_size = shape("blocks.0." + heads)
-        layer_ids = {int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k))}
+        n_head, head_size = shape("blocks.0." + heads, 2)
+        layer_ids = layer_numbers(shapes)
         n_layer = max(layer_ids) + 1
-        if layer_ids != set(range(n_layer)):
-            raise ModelFileError(f"{source}: layers {sorted(set(range(n_layer)) - layer_ids)} are missing")
-        if n_head * head_size != n_embd:
+        if len(layer_ids) != n_layer:  # never set(range(n_layer)): a key blocks.999999999.x would make it huge
+            missing = next(i for i, n in enumerate(sorted(layer_ids)) if i != n)
+            raise ModelFileError(f"{source}: layers are missing: {n_layer - len(layer_ids)} of the {n_layer} that "
+                                 f"the keys number, the first is {missing}")
+        if head_size == 0 or n_head * head_size != n_embd:
             raise ModelFileError(
                 f"{source}: {heads} has shape {[n_head, head_size]}, which does not divide n_embd {n_embd}"
             )
         att = "blocks.0.att."
         common = dict(vocab_size=vocab_size, n_layer=n_layer, n_embd=n_embd, head_size=head_size,
-                      ffn_dim=shape("blocks.0.ffn.key.weight")[0], ctx_len=ctx_len, version=version)
+                      ffn_dim=shape("blocks.0.ffn.key.weight", 2)[0], ctx_len=ctx_len, version=version)
         if version == 7:
-            return cls(**common, dim_w=shape(att + "w1")[1], dim_a=shape(att + "a1")[1],
-                       dim_v=shape("blocks.1.att.v1")[1] if n_layer > 1 else 0,  # layer 0 has no value residual
-                       dim_g=shape(att + "g1")[1])
-        return cls(**common, dim_w=shape(att + "time_decay_w1")[1] if version == 6 else 0, dim_a=0, dim_v=0, dim_g=0,
-                   dim_mix=shape(att + "time_maa_w2")[1] if version == 6 else 0)
+            return cls(**common, dim_w=shape(att + "w1", 2)[1], dim_a=shape(att + "a1", 2)[1],
+                       dim_v=shape("blocks.1.att.v1", 2)[1] if n_layer > 1 else 0,  # layer 0 has no value residual
+                       dim_g=shape(att + "g1", 2)[1]).checked(source)
+        return cls(**common, dim_w=shape(att + "time_decay_w1", 2)[1] if version == 6 else 0, dim_a=0, dim_v=0,
+                   dim_g=0, dim_mix=shape(att + "time_maa_w2", 3)[1] if version == 6 else 0).checked(source)
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every key of a checkpoint of this config with its stored shape (layer-0 v0/v1/v2 excluded)."""

@@ -65,6 +65,8 @@ def _pth_kind(path: Path) -> str:
     world = "blocks.0.att.ln_x.weight" in shapes  # RWKV-5.2 and later: its time_decay is 2-D too (version.py)
     if "emb.weight" not in shapes or world:
         return "pth"
+    if not shapes["emb.weight"].shape:
+        return "pth"  # its reader says what is wrong with it
     width = shapes["emb.weight"].shape[-1]  # _new_ decays are (C, 1): RWKV-4 has (C,), 5 (H, N), 6 (1, 1, C)
     if getattr(decay, "shape", None) == (width, 1) or "blocks.0.ffnPre.key.weight" in shapes:
         return "aiwriter-rnn"
@@ -82,10 +84,15 @@ def header_config(path: str | os.PathLike, kind: str) -> ModelConfig:
         return ModelConfig.from_json(read_onnx_metadata(path).get("config", ""), str(path))
     if kind == "safetensors":
         source = open_tensors(path, kind)
+        shapes = source.shapes
         if source.metadata.get("format") == NATIVE_FORMAT:
-            return ModelConfig.from_json(source.metadata.get("config", ""), str(path))
-        return ModelConfig.from_tensors(source.shapes, str(path))
-    if kind == "pth":
-        shapes = read_pth(path, shapes_only=True)
-        return ModelConfig.from_tensors({key: tuple(value.shape) for key, value in shapes.items()}, str(path))
-    raise ModelFileError(f"{path}: a {kind} file is not an RWKV model")
+            config = ModelConfig.from_json(source.metadata.get("config", ""), str(path))
+        else:
+            config = ModelConfig.from_tensors(shapes, str(path))
+    elif kind == "pth":
+        shapes = {key: tuple(value.shape) for key, value in read_pth(path, shapes_only=True).items()}
+        config = ModelConfig.from_tensors(shapes, str(path))
+    else:
+        raise ModelFileError(f"{path}: a {kind} file is not an RWKV model")
+    config.check_tensors(shapes, path.stat().st_size, str(path))  # before anyone allocates for this config
+    return config

@@ -12,6 +12,7 @@ so a native model exports on a machine without torch.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -45,7 +46,7 @@ class TensorSource:
         return self.dtypes[key] in ("float32", "float16", "bfloat16", "float64")
 
     def nbytes(self, key: str) -> int:
-        return int(np.prod(self.shapes[key], dtype=np.int64)) * 4  # as float32
+        return math.prod(self.shapes[key]) * 4  # as float32
 
 
 def open_tensors(path: str | os.PathLike, kind: str) -> TensorSource:
@@ -75,19 +76,25 @@ def _open_safetensors(path: Path) -> TensorSource:
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
         metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise ValueError("its __metadata__ is not an object of strings")
         start = 8 + header_len
         shapes, dtypes, spans, stored_as = {}, {}, {}, {}
         for key, entry in header.items():
-            shape, dtype, (begin, end) = tuple(int(n) for n in entry["shape"]), entry["dtype"], entry["data_offsets"]
-            if any(n < 0 for n in shape) or not 0 <= begin <= end <= size - start:
-                raise ValueError(f"tensor {key!r} lies outside the file")
+            if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list) or \
+                    not all(type(n) is int for n in entry["shape"]) or not isinstance(entry.get("dtype"), str):
+                raise ValueError(f"tensor {str(key)[:60]!r} has no valid shape and dtype")
+            shape, dtype, (begin, end) = tuple(entry["shape"]), entry["dtype"], entry["data_offsets"]
+            if any(n < 0 for n in shape) or not (type(begin) is int and type(end) is int) \
+                    or not 0 <= begin <= end <= size - start:
+                raise ValueError(f"tensor {str(key)[:60]!r} lies outside the file")
             width = np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize if dtype in SAFETENSORS_DTYPES else None
-            if width is not None and int(np.prod(shape, dtype=np.int64)) * width != end - begin:
+            if width is not None and math.prod(shape) * width != end - begin:  # Python ints: no overflow to 0
                 raise ValueError(f"tensor {key!r} has {end - begin} bytes for shape {list(shape)}")
             shapes[key], spans[key], stored_as[key] = shape, (start + begin, start + end), SAFETENSORS_DTYPES.get(dtype)
             dtypes[key] = FLOAT_NAMES.get(dtype, dtype)
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError, struct.error) as exc:
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError, struct.error, RecursionError) as exc:
         f.close()
         raise ModelFileError(f"{path}: cannot read the safetensors file (truncated or corrupt?): {exc}") from None
 

@@ -27,23 +27,24 @@ from ai_writer.generation.reading import CountingBackend, Reader
 from ai_writer.repl.commands import Quit, command_names, find
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.text.char_tokenizer import CharTokenizer
+from ai_writer.text.templates import SHIPPED, Template
 
 AUTOSAVE_EVERY_S = 1.0  # while a paragraph streams, its text so far is autosaved this often
 
 
 class Repl:
     def __init__(self, loaded, ui, *, settings: SamplerSettings, length: int, seed: int | None, session_path: Path,
-                 paragraph: bool = True):
+                 paragraph: bool = True, template: Template = SHIPPED["plain"]):
         from ai_writer.generation.generator import Generator
 
         self.loaded, self.ui = loaded, ui
         self.backend = CountingBackend(loaded.backend)
-        self.reader = Reader(self.backend, loaded.tokenizer)
+        self.reader = Reader(self.backend, loaded.tokenizer, template)
         self.generator = Generator(self.backend, loaded.tokenizer, settings)
         self.settings, self.length, self.seed = settings, length, seed
         self.session_path = session_path
         self.stop = ("\n",) if paragraph else ()  # a paragraph ends at its line break, or only at --len
-        self.fingerprint = model_fingerprint(loaded)
+        self.fingerprint = model_fingerprint(loaded, template)
         self.doc = Document()
         self.alts: tuple | None = None  # (spans the alternatives continue, start state, seed, texts)
         self.explicit: frozenset[str] = frozenset()  # settings given on the command line
@@ -93,7 +94,7 @@ class Repl:
         if start is None:
             raise InputTextError("the story is empty; type an opening first")
         seed = self._next_seed()
-        text = self._stream(start, seed, self.doc.spans)
+        text = self._stream(self.reader.writing_start(start), seed, self.doc.spans)
         self.doc.append(self._model_span(text, seed, start))
         self.changed()
 
@@ -104,7 +105,8 @@ class Repl:
         start = self.doc.state_before(index, self.reader)
         seed = self._next_seed()
         self.ui.info("↻ 换个写法")
-        text = self._stream(start, seed, self.doc.spans[:index], self.doc.spans[index + 1:])
+        text = self._stream(self.reader.writing_start(start), seed, self.doc.spans[:index],
+                            self.doc.spans[index + 1:])
         self.doc.replace_span(index, self._model_span(text, seed, start))
         self.changed()
 
@@ -123,7 +125,7 @@ class Repl:
         self.ui.info(f"(writing {n} alternatives)")
         try:
             with self.ui.generating() as escape_pressed:
-                for _ in self.generator.stream(start, max_chars=self.length, runs=n,
+                for _ in self.generator.stream(self.reader.writing_start(start), max_chars=self.length, runs=n,
                                                rng=np.random.default_rng(seed), stop=self.stop, results=results):
                     if escape_pressed():
                         raise KeyboardInterrupt
@@ -238,7 +240,8 @@ class Repl:
 
     def load(self, path: Path) -> Document:
         if is_session_file(path):
-            return Document.load(path, fingerprint=self.fingerprint, zero_state=self.reader.empty_state())
+            return Document.load(path, fingerprint=self.fingerprint, zero_state=self.reader.empty_state(),
+                                 vocab_size=getattr(self.loaded.config, "vocab_size", None))
         return Document([Span(WRITER, opening_text(path))])
 
     # ----- display -----
@@ -292,12 +295,17 @@ class Repl:
         self.ui.info(f"session saved in {self.session_path}")
 
 
-def model_fingerprint(loaded) -> str:
-    """Identifies a model and backend, so a saved state is restored only into the same one."""
+def model_fingerprint(loaded, template: Template = SHIPPED["plain"]) -> str:
+    """Identifies a model, its backend and what the story is read with (a state file, a template), so a saved
+    state is restored only where it was made."""
     backend = loaded.backend
     tokenizer = loaded.tokenizer
     vocabulary = tokenizer.to_json() if isinstance(tokenizer, CharTokenizer) else tokenizer.describe()
     parts = [loaded.path.name, loaded.config.to_json(), vocabulary, backend.name, backend.precision]
+    if getattr(loaded, "state_file", None) is not None:  # a tuned start: its own states
+        parts.append(f"state {loaded.state_file.name} {loaded.state_file.stat().st_size}")
+    if not template.is_plain:
+        parts.append(f"template {template.before}\0{template.after}")
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

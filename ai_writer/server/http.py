@@ -4,16 +4,23 @@ A standard-library threaded HTTP server. Every request is answered by `Handler`;
 requests are handed to the `InferenceWorker` and their events streamed back as server-sent
 events (or collected into one JSON answer). Every error, from a bad path to a full queue,
 is the same JSON shape (`ApiError.body`).
+
+What it defends against, before any route runs: a Host header that is not one of this server's
+names (DNS rebinding), a request that trickles in (one deadline for its whole head and body; a
+new client displaces the one that has waited longest for its request when all connections are
+taken), bodies that are not `application/json` or whose Content-Length is not one plain number.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import io
 import json
 import mimetypes
 import queue
-import select
+import re
+import selectors
 import socket
 import sys
 import threading
@@ -30,6 +37,10 @@ from ai_writer.server.requests import ApiError, JobSpec, completions_spec, conti
 from ai_writer.server.worker import InferenceWorker, Job
 
 FLUSH_INTERVAL = 0.04  # seconds: streamed text goes out at most this often per request (25 updates/s)
+DISCONNECT_CHECK = 0.25  # seconds: how often a request being written looks whether its client is still there
+STUCK_AFTER = 1.0  # seconds waiting for a request after which a connection may be displaced by a new client
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]]+)(?::[0-9]{1,5})?")  # a Host header: name and optional port
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".json": "application/json", ".svg": "image/svg+xml",
                  ".png": "image/png", ".ico": "image/x-icon", ".txt": "text/plain; charset=utf-8"}
@@ -46,10 +57,21 @@ class ServerSettings:
     default_chars: int = 200
     token: str | None = None  # required as "Authorization: Bearer TOKEN" on every API route when set
     cors_origin: str | None = None  # the one origin (or "*") allowed to call the API from a browser
+    allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES  # Host names answered (lower case); None: any
     max_body: int = 2**20
     read_timeout: float = 30.0  # seconds a client may stay silent while sending, or not reading
+    request_timeout: float = 20.0  # seconds for a whole request (head and body) to arrive, from when it is awaited
     max_connections: int = 64
     log: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.token is not None and not valid_token(self.token):
+            raise ValueError("the access token must be printable ASCII characters, without spaces around it")
+
+
+def valid_token(token: str) -> bool:
+    """A token a client can send in an Authorization header and that compares as typed."""
+    return bool(token) and token.isascii() and token.isprintable() and token == token.strip()
 
 
 # -- the routes: one table from (method, path) to its handler ----------------------------------
@@ -74,12 +96,14 @@ def get_models(request: Handler) -> None:
 
 def post_continue(request: Handler) -> None:
     settings = request.server.settings
-    request._continue(continue_spec(request._json_body(), settings.defaults, settings.default_chars))
+    request._continue(continue_spec(request._json_body(), settings.defaults, settings.default_chars,
+                                    max_rows=request.server.worker.max_batch))
 
 
 def post_completions(request: Handler) -> None:
     settings = request.server.settings
-    request._completions(completions_spec(request._json_body(), settings.defaults, settings.model_id))
+    request._completions(completions_spec(request._json_body(), settings.defaults, settings.model_id,
+                                          max_rows=request.server.worker.max_batch))
 
 
 @dataclass(frozen=True)
@@ -106,11 +130,14 @@ class AiWriterHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], settings: ServerSettings, worker: InferenceWorker):
         self.settings, self.worker = settings, worker
         self._connections = threading.BoundedSemaphore(settings.max_connections)
+        self._awaiting: dict[socket.socket, float] = {}  # connections waiting for a request: since when
+        self._awaiting_lock = threading.Lock()
         super().__init__(address, Handler)
 
     def process_request(self, request, client_address):
-        if not self._connections.acquire(blocking=False):  # too many open connections: answer at once
-            _reject_busy(request)
+        if not self._connections.acquire(blocking=False) and not (
+                self._displace_stuck() and self._connections.acquire(timeout=2.0)):
+            _reject_busy(request)  # too many open connections, none of them stuck: answer at once
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
@@ -119,7 +146,38 @@ class AiWriterHTTPServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.awaiting(request, None)
             self._connections.release()
+
+    def awaiting(self, connection: socket.socket, since: float | None) -> None:
+        """Note that `connection` waits for a request to arrive (since then), or no longer does (None)."""
+        with self._awaiting_lock:
+            if since is None:
+                self._awaiting.pop(connection, None)
+            else:
+                self._awaiting[connection] = since
+
+    def _displace_stuck(self) -> bool:
+        """Close the connection that has waited longest for its request, if that is over STUCK_AFTER
+        seconds: a client trickling its request (or idle between requests) makes way for a new one."""
+        with self._awaiting_lock:
+            if not self._awaiting:
+                return False
+            connection, since = min(self._awaiting.items(), key=lambda item: item[1])
+            if time.monotonic() - since < STUCK_AFTER:
+                return False
+            del self._awaiting[connection]
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)  # its thread's read ends at once; it closes and frees its slot
+        return True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-request is no error; anything else is one line, never a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            return
+        print(f"ai-writer: internal error serving {client_address[0]}: {type(error).__name__}: {error}",
+              file=sys.stderr)
 
     @property
     def url(self) -> str:
@@ -136,15 +194,58 @@ def _reject_busy(request: socket.socket) -> None:
         pass
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A connection's reading side with two limits: each read waits at most `read_timeout`, and all
+    reads of one request end by the handler's deadline, so a client trickling a byte at a time still
+    runs out of time. Running out raises TimeoutError, which ends the connection."""
+
+    def __init__(self, connection: socket.socket, handler: "Handler"):
+        self.connection, self.handler = connection, handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        timeout = self.handler.server.settings.read_timeout
+        if self.handler.deadline is not None:
+            left = self.handler.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request came too slowly")
+            timeout = min(timeout, left)
+        self.connection.settimeout(timeout)
+        return self.connection.recv_into(buffer)
+
+
 class Handler(BaseHTTPRequestHandler):
     server: AiWriterHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "ai-writer"
     sys_version = ""
+    deadline: float | None = None  # when the request being read must have arrived in full
 
     def setup(self) -> None:
         self.timeout = self.server.settings.read_timeout
         super().setup()
+        self.rfile.close()  # the plain socket file: replaced by one that keeps the request's deadline
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
+
+    def handle_one_request(self) -> None:
+        now = time.monotonic()
+        self.deadline = now + self.server.settings.request_timeout
+        self.server.awaiting(self.connection, now)
+        try:
+            super().handle_one_request()
+        finally:
+            self._request_read()
+
+    def _request_read(self) -> None:
+        """The request has arrived (or will not be read further): its deadline ends, and the connection is
+        no longer one waiting for a request; writes get the plain silence limit."""
+        if self.deadline is not None:
+            self.deadline = None
+            self.server.awaiting(self.connection, None)
+            with contextlib.suppress(OSError):
+                self.connection.settimeout(self.server.settings.read_timeout)
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -172,28 +273,33 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         self._body_read = False
         try:
+            if not self._has_body():
+                self._request_read()
+            self._check_host()
             path = urlsplit(self.path).path
             if path in METHODS:
                 self._route(method, path)
             elif method in ("GET", "HEAD"):
-                self._static(path, head=method == "HEAD")
+                self._static(path)
             else:
                 raise ApiError(404, f"no such endpoint: {path}")
         except ApiError as error:
             self._close_if_body_unread()
             self._send_error(error)
-        except (ConnectionError, socket.timeout):
+        except OSError:  # the client went away, or stopped reading
             self.close_connection = True
         except Exception as exc:  # a bug: answer cleanly, never a traceback page
             print(f"ai-writer: internal error on {method} {self.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
             self._close_if_body_unread()
             self._send_error(ApiError(500, "internal server error"))
 
+    def _has_body(self) -> bool:
+        return self.headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in self.headers
+
     def _close_if_body_unread(self) -> None:
         """A request refused before its body was read (a wrong token, a wrong path) leaves that body on the
         connection, where it would be taken for the next request: such a connection is closed instead."""
-        has_body = self.headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in self.headers
-        if has_body and not self._body_read:
+        if self._has_body() and not self._body_read:
             self.close_connection = True
 
     def _route(self, method: str, path: str) -> None:
@@ -215,6 +321,21 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- requests ----------------------------------------------------------------------------
 
+    def _check_host(self) -> None:
+        """Only this server's own names: a web page whose name was made to point at 127.0.0.1 (DNS
+        rebinding) sends its own name, and is refused. A request without a Host header is no browser's."""
+        allowed = self.server.settings.allowed_hosts
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1:
+            raise ApiError(400, "more than one Host header")
+        if allowed is None or not hosts:
+            return
+        match = _HOST.fullmatch(hosts[0].strip().lower())
+        if match is None or match.group(1).rstrip(".") not in allowed:
+            shown = hosts[0].strip()[:80]
+            raise ApiError(403, f"this server does not answer to the host name {shown!r}; if that name is meant "
+                                f"to reach it, start it with --allow-host NAME")
+
     def _check_token(self) -> None:
         token = self.server.settings.token
         if token is None:
@@ -227,17 +348,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def _json_body(self) -> dict[str, Any]:
         """The JSON body; on any error before it is fully read, _dispatch closes the connection."""
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.partition(";")[0].strip().lower() != "application/json":
+            raise ApiError(415, "send the request body as JSON, with 'Content-Type: application/json'")
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise ApiError(411, "send the body with a Content-Length, not chunked")
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or []}
+        if not lengths:
             raise ApiError(411, "a Content-Length header is required")
-        try:
-            length = int(length_text)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise ApiError(400, f"bad Content-Length: {length_text[:40]!r}") from None
+        length_text = lengths.pop()
+        if lengths:
+            raise ApiError(400, "Content-Length headers that disagree")
+        if not re.fullmatch(r"[0-9]+", length_text):  # int() would also take "+14", "1_4", " 14", "١٤"
+            raise ApiError(400, f"bad Content-Length: {length_text[:40]!r}")
+        length = int(length_text) if len(length_text) <= 18 else 10**18
         if length > self.server.settings.max_body:
             raise ApiError(413, f"the request body is {length} bytes; the limit is {self.server.settings.max_body}")
         try:
@@ -247,6 +371,7 @@ class Handler(BaseHTTPRequestHandler):
         if len(raw) < length:
             raise ApiError(400, "the request body is shorter than its Content-Length")
         self._body_read = True
+        self._request_read()
         return parse_json(raw)
 
     def _continue(self, spec: JobSpec) -> None:
@@ -295,15 +420,21 @@ class Handler(BaseHTTPRequestHandler):
         self._write_raw(b"data: [DONE]\n\n")
 
     def _events(self, job: Job):
-        """The job's events as they come; cancels the job when the client goes away."""
-        last_write = 0.0
+        """The job's events as they come; cancels the job when the client goes away (looked at every
+        DISCONNECT_CHECK seconds, also while events keep coming: a client waiting for one JSON answer
+        writes nothing that could fail)."""
+        last_write, last_check = 0.0, time.monotonic()
         while True:
             try:
-                events = [job.events.get(timeout=0.25)]
+                events = [job.events.get(timeout=DISCONNECT_CHECK)]
             except queue.Empty:
+                events = []
+            if time.monotonic() - last_check >= DISCONNECT_CHECK:
+                last_check = time.monotonic()
                 if self._client_gone():
                     job.cancel()
                     return
+            if not events:
                 continue
             if events[-1][0] == "chunk":  # gather what arrives within the flush interval: fewer, larger writes
                 time.sleep(max(0.0, last_write + FLUSH_INTERVAL - time.monotonic()))
@@ -328,27 +459,31 @@ class Handler(BaseHTTPRequestHandler):
 
     def _client_gone(self) -> bool:
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.connection, selectors.EVENT_READ)
+                readable = selector.select(0)
             return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):
             return True
 
     # -- static files ------------------------------------------------------------------------
 
-    def _static(self, path: str, head: bool) -> None:
+    def _static(self, path: str) -> None:
         root = self.server.settings.static_root.resolve()
         relative = unquote(path).lstrip("/") or "index.html"
+        missing = ApiError(404, f"no such file: {path[:200]}")
         if "\x00" in relative or "\\" in relative or any(part in ("", ".", "..") for part in relative.split("/")):
-            raise ApiError(404, f"no such file: {path}")
-        target = (root / relative).resolve()
-        if root not in target.parents or not target.is_file():
-            raise ApiError(404, f"no such file: {path}")
-        data = target.read_bytes()
+            raise missing
+        try:
+            target = (root / relative).resolve()
+            if root not in target.parents or not target.is_file():
+                raise missing
+            data = target.read_bytes()
+        except (OSError, ValueError):  # a name too long for the file system, a folder we may not read
+            raise missing from None
         kind = CONTENT_TYPES.get(target.suffix.lower()) or mimetypes.guess_type(target.name)[0] or \
             "application/octet-stream"
-        self._send(200, b"" if head else data, kind, {"Cache-Control": "no-cache",
-                                                       "X-Content-Type-Options": "nosniff"},
-                   length=len(data))
+        self._send(200, data, kind, {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -365,22 +500,24 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Access-Control-Allow-Origin", origin)
             self.send_header("Vary", "Origin")
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None,
-              length: int | None = None) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        """One whole answer; to HEAD, its headers only (Content-Length still that of the body)."""
+        self._request_read()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self._common_headers()
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(body)
         self.wfile.flush()
 
     def _send_json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
         self._send(status, data, "application/json; charset=utf-8", headers)
 
     def _send_error(self, error: ApiError) -> None:
@@ -389,14 +526,27 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
+    def parse_request(self) -> bool:
+        """The standard library's parsing, less HTTP/0.9 (an answer without headers) and versions past 1.x."""
+        if not super().parse_request():
+            return False
+        if not self.request_version.startswith("HTTP/1."):
+            self.send_error(400, f"only HTTP/1.0 and 1.1 are spoken here, not {self.request_version[:20]!r}")
+            return False
+        return True
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The standard library's own errors (bad request line, oversized headers) in our JSON shape."""
+        """The standard library's own errors (bad request line, oversized headers) in our JSON shape; an
+        unknown method is 405 and an HTTP version past 1.x 400 (no 5xx for what a client sent)."""
         self.close_connection = True
         if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
             self.request_version = "HTTP/1.1"  # always answer with headers and a JSON body
-        self._send_error(ApiError(code, message or self.responses.get(code, ("error",))[0]))
+        headers = {"Allow": "GET, HEAD, POST, OPTIONS"} if code == 501 else None
+        code = {501: 405, 505: 400}.get(code, code)
+        self._send_error(ApiError(code, message or self.responses.get(code, ("error",))[0], headers=headers))
 
     def _start_stream(self) -> None:
+        self._request_read()
         self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -409,7 +559,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _sse(self, data: dict[str, Any], event: str | None = None) -> None:
         line = (f"event: {event}\n" if event else "") + f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-        self._write_raw(line.encode("utf-8"))
+        self._write_raw(line.encode("utf-8", "replace"))
 
     def _write_raw(self, data: bytes) -> None:
         self.wfile.write(data)

@@ -19,16 +19,18 @@ from ai_writer.generation.sampler import SamplerSettings
 MAX_CHARS = 10_000  # longest continuation one request may ask for
 MAX_RUNS = 16  # variants (n) per prompt
 MAX_PROMPTS = 16  # prompts in one OpenAI request
-MAX_STOPS = 4
+MAX_STOPS = 4  # stop strings in one request
+MAX_STOP_CHARS = 256  # characters in one stop string
 SAMPLING_NAMES = tuple(SamplerSettings.RANGES)
 
 
 class ApiError(Exception):
     """An error answered as `{"error": {"message", "type", "param"}}` with an HTTP status."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-             405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
-             422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+    TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+             404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
+             415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+             500: "server_error", 503: "server_error"}
 
     def __init__(self, status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -64,13 +66,24 @@ def parse_json(raw: bytes) -> dict[str, Any]:
             from None
     except RecursionError:
         raise ApiError(400, "the request body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise ApiError(400, f"the request body is not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    try:  # "\ud800" is valid JSON but no text: it could not be written back (in a message, a model name)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        raise ApiError(400, "the request body holds a lone UTF-16 surrogate escape (like \\ud800), which is no "
+                            "character") from None
     return body
 
 
-def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars: int) -> JobSpec:
-    """`POST /api/continue` {text, settings: {length, seed, raw, stop, <sampling>}, variants, stream}."""
+def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars: int,
+                  max_rows: int = MAX_RUNS) -> JobSpec:
+    """`POST /api/continue` {text, settings: {length, seed, raw, stop, <sampling>}, variants, stream}.
+
+    `max_rows`: the most continuations one request may ask for (the server's --batch).
+    """
     _only(body, {"text", "settings", "variants", "stream"}, "")
     text = _typed(body, "text", str, None, "")
     settings = _typed(body, "settings", dict, {}, "") or {}
@@ -81,7 +94,7 @@ def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars
         raise ApiError(422, "the text is empty; give some text to continue", "text")
     return JobSpec(
         prompts=(prompt,),
-        runs=_integer(body, "variants", 1, 1, MAX_RUNS, ""),
+        runs=_integer(body, "variants", 1, 1, min(MAX_RUNS, max_rows), ""),
         max_chars=_integer(settings, "length", default_chars, 1, MAX_CHARS, "settings."),
         settings=_sampling(settings, defaults, "settings."),
         seed=_seed(settings, "settings."),
@@ -90,11 +103,13 @@ def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars
     )
 
 
-def completions_spec(body: dict[str, Any], defaults: SamplerSettings, model_id: str) -> JobSpec:
+def completions_spec(body: dict[str, Any], defaults: SamplerSettings, model_id: str,
+                     max_rows: int = MAX_RUNS * MAX_PROMPTS) -> JobSpec:
     """OpenAI `POST /v1/completions`, with AI-Writer's top_p_newline and allow_p as extensions.
 
     Omitted sampling settings take the server's defaults (AI-Writer's, see GET /api/info),
-    not OpenAI's. The prompt is read as it is (no clean-up), as OpenAI clients expect.
+    not OpenAI's. The prompt is read as it is (no clean-up), as OpenAI clients expect. `max_rows` bounds prompts x n
+    (the server's --batch).
     """
     if "prompt" not in body:
         raise ApiError(400, "'prompt' is required", "prompt")
@@ -110,11 +125,15 @@ def completions_spec(body: dict[str, Any], defaults: SamplerSettings, model_id: 
     model = body.get("model", model_id)
     if not isinstance(model, str):
         raise ApiError(400, "'model' must be a string", "model")
+    runs = _integer(body, "n", 1, 1, MAX_RUNS, "")
+    if len(prompts) * runs > max_rows:
+        raise ApiError(422, f"{len(prompts)} prompts x n={runs} is {len(prompts) * runs} continuations; this server "
+                       f"writes at most {max_rows} at once (--batch)", "n")
     sampling = {name: body[name] for name in ("temperature", "top_p", "top_p_newline", "allow_p", "top_k",
                                               "presence_penalty", "frequency_penalty") if body.get(name) is not None}
     return JobSpec(
         prompts=tuple(prompts),
-        runs=_integer(body, "n", 1, 1, MAX_RUNS, ""),
+        runs=runs,
         max_chars=_integer(body, "max_tokens", 16, 1, MAX_CHARS, ""),
         settings=_sampling(sampling, defaults, ""),
         seed=_seed(body, ""),
@@ -159,7 +178,8 @@ def _integer(mapping: dict[str, Any], name: str, default: int, low: int, high: i
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ApiError(400, f"'{prefix}{name}' must be a whole number", prefix + name)
     if not low <= value <= high:
-        raise ApiError(422, f"'{prefix}{name}' must be between {low} and {high}, got {value}", prefix + name)
+        shown = value if abs(value) < 10**20 else "a number too large to show"
+        raise ApiError(422, f"'{prefix}{name}' must be between {low} and {high}, got {shown}", prefix + name)
     return int(value)
 
 
@@ -175,6 +195,8 @@ def _sampling(mapping: dict[str, Any], defaults: SamplerSettings, prefix: str) -
     for name, value in changes.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ApiError(400, f"'{prefix}{name}' must be a number", prefix + name)
+        if isinstance(value, numbers.Integral) and abs(value) >= 2**63:  # past every range (and float's)
+            raise ApiError(422, f"'{prefix}{name}' is far out of range", prefix + name)
     try:
         return defaults.replace(**changes)
     except SettingsError as exc:
@@ -190,4 +212,6 @@ def _stops(value: Any, param: str) -> tuple[str, ...]:
         raise ApiError(400, f"'{param}' must be a string or a list of strings", param)
     if len(stops) > MAX_STOPS:
         raise ApiError(422, f"'{param}' may hold at most {MAX_STOPS} strings", param)
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise ApiError(422, f"a stop string in '{param}' may be at most {MAX_STOP_CHARS} characters long", param)
     return tuple(s for s in stops if s)

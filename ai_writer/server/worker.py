@@ -69,6 +69,7 @@ class InferenceWorker:
         self._thread = threading.Thread(target=self._run, name="ai-writer-inference", daemon=True)
         self._reading: list[_Reading] = []  # prompts being read, in order
         self._ready: list[_Reading] = []  # prompts read, waiting for rows they cannot join yet
+        self._next: Job | None = None  # taken from the queue, waiting for room in the batch
         self.max_rows_seen = 0  # the largest batch decoded so far
 
     # -- the request side (HTTP threads) ------------------------------------------------------
@@ -83,6 +84,9 @@ class InferenceWorker:
             self._thread.join(timeout=10)
         stopped = ApiError(503, "the server is shutting down")
         self._fail_all(stopped)
+        if self._next is not None:
+            self._next.events.put(("error", stopped))
+            self._next = None
         while True:
             try:
                 self._queue.get_nowait().events.put(("error", stopped))
@@ -92,6 +96,9 @@ class InferenceWorker:
     def submit(self, spec: JobSpec) -> Job:
         if self._stopping.is_set():
             raise ApiError(503, "the server is shutting down")
+        if len(spec.prompts) * spec.runs > self.max_batch:
+            raise ApiError(422, f"this request asks for {len(spec.prompts) * spec.runs} continuations; the server "
+                           f"writes at most {self.max_batch} at once (--batch)")
         prompt_ids = [tuple(self.tokenizer.encode(prompt)) for prompt in spec.prompts]
         seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
         job = Job(spec, prompt_ids, seed, rows_left=len(prompt_ids) * spec.runs)
@@ -132,20 +139,26 @@ class InferenceWorker:
                 self._fail_all(ApiError(500, f"generation failed: {type(exc).__name__}: {exc}"))
 
     def _admit(self) -> None:
-        """Take waiting jobs while the batch has room; block briefly when there is nothing to do."""
+        """Take waiting jobs, in order, while the batch has room for all their rows (so it never holds more
+        than max_batch); block briefly when there is nothing to do."""
         idle = not self.active_rows
         while True:
             waiting = self._reading + self._ready
             room = self.max_batch - len(self.batch) - sum(r.job.spec.runs for r in waiting)
             if not idle and (room <= 0 or self._ready):
                 return
-            try:
-                job = self._queue.get(timeout=0.2) if idle else self._queue.get_nowait()
-            except queue.Empty:
-                return
-            idle = False
+            if self._next is None:
+                try:
+                    self._next = self._queue.get(timeout=0.2) if idle else self._queue.get_nowait()
+                except queue.Empty:
+                    return
+            job = self._next
             if job.cancelled.is_set():
+                self._next = None
                 continue
+            if len(job.prompt_ids) * job.spec.runs > room and not idle:
+                return  # it waits (and the jobs behind it) until enough rows have finished
+            self._next, idle = None, False
             for index, ids in enumerate(job.prompt_ids):
                 reading = PromptReading.begin(ids, self.reader, self.cache)
                 job.reused_tokens += reading.reused

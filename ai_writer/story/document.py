@@ -13,8 +13,11 @@ a snapshot costs one tuple.
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -193,27 +196,31 @@ class Document:
         atomic_write(Path(path), json.dumps(self.to_json(**options), ensure_ascii=False))
 
     @classmethod
-    def from_json(cls, record: dict, source: str, *, fingerprint: str | None = None,
-                  zero_state: Any = None) -> "Document":
-        """A document from a saved session; the saved model state is used only if `fingerprint` matches."""
+    def from_json(cls, record: Any, source: str, *, fingerprint: str | None = None,
+                  zero_state: Any = None, vocab_size: int | None = None) -> "Document":
+        """A document from a saved session, every field checked (a bad one: a one-line SessionFileError).
+
+        The saved model state is used only if `fingerprint` matches; its arrays must then be exactly those of
+        `zero_state` (names, dtype, shape) and its logits `vocab_size` floats, so a damaged or hostile file
+        never reaches the backend."""
         if not isinstance(record, dict) or record.get("format") != SESSION_FORMAT:
             raise SessionFileError(f"{source}: not an ai-writer session file")
         if record.get("version") != SESSION_VERSION:
-            raise SessionFileError(f"{source}: session version {record.get('version')!r} is not supported")
-        try:
-            spans = [Span(s["author"], s["text"], s.get("seed"), s.get("settings")) for s in record["spans"]]
-        except (KeyError, TypeError) as exc:
-            raise SessionFileError(f"{source}: a span is malformed ({exc})") from None
-        if any(s.author not in (WRITER, MODEL) or not isinstance(s.text, str) for s in spans):
-            raise SessionFileError(f"{source}: a span has an unknown author or no text")
+            raise SessionFileError(f"{source}: session version {_short(record.get('version'))} is not supported")
+        spans = _checked_spans(record.get("spans"), source)
         document = cls(spans)
-        document.saved_settings, document.saved_length = record.get("settings"), record.get("len")
+        document.saved_settings = _checked_settings(record.get("settings"), source, "the settings")
+        document.saved_length = record.get("len")
+        if document.saved_length is not None and not (_is_int(document.saved_length) and
+                                                      1 <= document.saved_length <= MAX_SAVED_LENGTH):
+            raise SessionFileError(f"{source}: len must be a whole number from 1 to {MAX_SAVED_LENGTH}, "
+                                   f"got {_short(document.saved_length)}")
         saved = record.get("state")
+        if saved is not None and not isinstance(saved, dict):
+            raise SessionFileError(f"{source}: the saved state is not a JSON object")
         if saved and fingerprint and saved.get("model") == fingerprint and saved.get("n_chars") == len(document) \
-                and zero_state is not None:
-            arrays = {name: _decode(value) for name, value in saved["arrays"].items()}
-            state = type(zero_state)(**arrays)
-            document.set_end_state(Prefilled(state, _decode(saved["logits"]), saved["last_token"], saved["n_tokens"]))
+                and _encodable(zero_state):
+            document.set_end_state(_checked_state(saved, source, zero_state, vocab_size))
         return document
 
     @classmethod
@@ -226,8 +233,10 @@ def read_session(path: str | Path) -> dict:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SessionFileError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SessionFileError(f"{path}: cannot read the session ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSON, or a number of 5,000 digits
+        raise SessionFileError(f"{path}: cannot read the session ({_short(str(exc), 200)})") from None
+    except RecursionError:
+        raise SessionFileError(f"{path}: cannot read the session (JSON nested too deeply)") from None
 
 
 def is_session_file(path: str | Path) -> bool:
@@ -237,6 +246,22 @@ def is_session_file(path: str | Path) -> bool:
     except OSError:
         return False
     return head.lstrip().startswith(b"{") and SESSION_FORMAT.encode() in head
+
+
+def move_aside(path: str | Path) -> Path:
+    """Rename a session file that cannot be used to NAME.damaged (or NAME.damaged-2, -3, ...) beside it, so that
+    a new session never overwrites it: it is kept, never deleted. Returns the new name."""
+    path = Path(path)
+    for n in range(1, 1000):
+        aside = path.with_name(f"{path.name}.damaged" + (f"-{n}" if n > 1 else ""))
+        if not aside.exists() and not aside.is_symlink():
+            try:
+                os.rename(path, aside)
+            except OSError as exc:
+                raise SessionFileError(f"{path}: cannot move the damaged session aside ({exc.strerror or exc})") \
+                    from None
+            return aside
+    raise SessionFileError(f"{path}: cannot move the damaged session aside (too many {path.name}.damaged-N files)")
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -262,6 +287,111 @@ def _encode(array: np.ndarray) -> dict:
     return {"dtype": str(array.dtype), "shape": list(array.shape), "data": base64.b64encode(array.tobytes()).decode()}
 
 
-def _decode(record: dict) -> np.ndarray:
-    data = base64.b64decode(record["data"])
-    return np.frombuffer(data, dtype=np.dtype(record["dtype"])).reshape(record["shape"]).copy()
+MAX_SAVED_LENGTH = 10**9  # a session's "len": characters per paragraph
+MAX_SEED = 2**63 - 1
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """`value` for a one-line message, cut short: a field of a hostile file can be megabytes long."""
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):  # an integer of thousands of digits, deep nesting
+        text = f"a JSON {type(value).__name__} too big to show"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_spans(spans: Any, source: str) -> list[Span]:
+    if not isinstance(spans, list):
+        raise SessionFileError(f"{source}: the spans are not a list")
+    result = []
+    for i, record in enumerate(spans, 1):
+        where = f"{source}: span {i}"
+        if not isinstance(record, dict):
+            raise SessionFileError(f"{where} is not a JSON object")
+        author, text, seed = record.get("author"), record.get("text"), record.get("seed")
+        if author not in (WRITER, MODEL):
+            raise SessionFileError(f"{where}: author must be {WRITER!r} or {MODEL!r}, got {_short(author)}")
+        if not isinstance(text, str):
+            raise SessionFileError(f"{where}: its text is not a string")
+        if seed is not None and not (_is_int(seed) and 0 <= seed <= MAX_SEED):
+            raise SessionFileError(f"{where}: seed must be a whole number from 0 to 2**63-1, got {_short(seed)}")
+        settings = _checked_settings(record.get("settings"), source, f"span {i}'s settings")
+        result.append(Span(author, text, seed, settings))
+    return result
+
+
+def _checked_settings(settings: Any, source: str, what: str) -> dict | None:
+    """Saved sampling settings: None, or an object of known settings, each in its range (SamplerSettings)."""
+    if settings is None:
+        return None
+    if not isinstance(settings, dict):
+        raise SessionFileError(f"{source}: {what} are not a JSON object")
+    for name, value in settings.items():  # float(10**400) would overflow inside the validation
+        if _is_int(value) and value.bit_length() > 63:
+            raise SessionFileError(f"{source}: {what}: {_short(name)} is out of range ({_short(value)})")
+    try:
+        SamplerSettings().replace(**settings)
+    except AiWriterError as exc:
+        raise SessionFileError(f"{source}: {what}: {exc}") from None
+    except TypeError:  # a key that is not a string
+        raise SessionFileError(f"{source}: {what}: the names are not settings") from None
+    return settings
+
+
+def _checked_state(saved: dict, source: str, zero_state: Any, vocab_size: int | None) -> Prefilled:
+    """The saved end state, each array exactly like the template's (names, dtype, shape; finite; ids in range)."""
+    where = f"{source}: the saved model state"
+    arrays = saved.get("arrays")
+    names = [f.name for f in dataclasses.fields(zero_state)]
+    if not isinstance(arrays, dict) or sorted(arrays) != sorted(names):
+        raise SessionFileError(f"{where} must hold the arrays {', '.join(names)}")
+    decoded = {name: _decode(arrays[name], getattr(zero_state, name), f"{where}: array {name!r}", vocab_size)
+               for name in names}
+    logits_shape = (vocab_size,) if vocab_size is not None else None
+    logits = _decode(saved.get("logits"), np.zeros(logits_shape or (0,), np.float32), f"{where}: its logits",
+                     None, any_length=logits_shape is None)
+    last_token, n_tokens = saved.get("last_token"), saved.get("n_tokens")
+    if not (_is_int(last_token) and 0 <= last_token < (vocab_size or len(logits))):
+        raise SessionFileError(f"{where}: last_token {_short(last_token)} is not a token of this model")
+    if not (_is_int(n_tokens) and 1 <= n_tokens <= MAX_SEED):
+        raise SessionFileError(f"{where}: n_tokens must be a whole number >= 1, got {_short(n_tokens)}")
+    return Prefilled(type(zero_state)(**decoded), logits, last_token, n_tokens)
+
+
+def _decode(record: Any, template: np.ndarray, where: str, vocab_size: int | None = None, *,
+            any_length: bool = False) -> np.ndarray:
+    """One saved array, which must have the template's dtype and shape (an axis of size 0 in the template,
+    such as a window of token ids, may have any length; so may every axis with any_length); checked before
+    anything is allocated."""
+    if not isinstance(record, dict):
+        raise SessionFileError(f"{where} is not a JSON object")
+    dtype, shape, data = record.get("dtype"), record.get("shape"), record.get("data")
+    if dtype != str(template.dtype):  # compared as text: np.dtype() of a hostile string is never built
+        raise SessionFileError(f"{where} must be {template.dtype}, got {_short(dtype)}")
+    if not (isinstance(shape, list) and len(shape) == template.ndim and all(_is_int(n) and n >= 0 for n in shape)
+            and all(n == m or m == 0 or any_length for n, m in zip(shape, template.shape))):
+        raise SessionFileError(f"{where} must have the shape {list(template.shape)} of this model, "
+                               f"got {_short(shape)}")
+    if not isinstance(data, str):
+        raise SessionFileError(f"{where}: its data is not base64 text")
+    expected = math.prod(shape) * template.itemsize
+    if len(data) != 4 * ((expected + 2) // 3):
+        raise SessionFileError(f"{where}: {len(data)} characters of base64 cannot hold {expected} bytes")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise SessionFileError(f"{where}: its data is not valid base64") from None
+    if len(raw) != expected:
+        raise SessionFileError(f"{where}: {len(raw)} bytes of data, expected {expected}")
+    array = np.frombuffer(raw, dtype=template.dtype).reshape(shape).copy()
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise SessionFileError(f"{where} holds NaN or infinite values")
+    if np.issubdtype(array.dtype, np.integer) and array.size and (
+            array.min() < 0 or (vocab_size is not None and array.max() >= vocab_size)):
+        raise SessionFileError(f"{where} holds token ids outside this model's vocabulary")
+    return array

@@ -27,6 +27,18 @@ def _show(text: str) -> str:
     return json.dumps(text, ensure_ascii=not text.isprintable())
 
 
+def _cut(text: str, limit: int = 40) -> str:
+    """`text` cut short for a message: a key of a hostile file can be thousands of characters."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def _json_text(value: object) -> str:
+    try:
+        return json.dumps(value)
+    except (ValueError, RecursionError):  # a number of thousands of digits, deep nesting
+        return "a JSON value too big to show"
+
+
 def _code_point(char: str) -> str:
     return f"U+{ord(char):04X}"
 
@@ -141,7 +153,7 @@ class CharTokenizer:
             table: dict[str, object] = {}
             for key, value in pairs:
                 if key in table:
-                    raise VocabularyError(f"{where}: key {_show(key)} appears twice")
+                    raise VocabularyError(f"{where}: key {_show(_cut(key))} appears twice")
                 table[key] = value
             return table
 
@@ -157,9 +169,13 @@ class CharTokenizer:
             raise VocabularyError(
                 f"{where}: expected a JSON object mapping ids to characters, got {_JSON_KINDS[type(table)]}"
             )
+        largest = len(str(len(table)))  # an id has at most as many digits as the table's size
         for key in table:
             if not _DECIMAL_KEY.fullmatch(key):
-                raise VocabularyError(f"{where}: key {_show(key)} is not a decimal id")
+                raise VocabularyError(f"{where}: key {_show(_cut(key))} is not a decimal id")
+            if len(key) > largest:  # int() of 5,000 digits would raise; no such id can be in the table anyway
+                raise VocabularyError(f"{where}: key {_show(_cut(key))} is not an id of a table of "
+                                      f"{len(table)} entries")
         missing = set(range(len(table))).difference(map(int, table))
         if missing:
             raise VocabularyError(
@@ -169,7 +185,7 @@ class CharTokenizer:
         chars = [""] * len(table)
         for key, value in table.items():
             if not isinstance(value, str) or len(value) != 1:
-                shown = _show(value) if isinstance(value, str) else json.dumps(value)
+                shown = _show(_cut(value)) if isinstance(value, str) else _cut(_json_text(value))
                 raise VocabularyError(f"{where}: key {_show(key)} maps to {shown}, expected one character")
             chars[int(key)] = value
         return cls(chars, unknown_char, source=source)

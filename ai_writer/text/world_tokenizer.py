@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ast
 import codecs
+import contextlib
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -81,8 +83,13 @@ class WorldTokenizer:
             fast = None  # the Python matcher alone: the same ids, slower
         else:
             try:
-                fast = pyrwkv_tokenizer.WorldTokenizer(str(path))
+                with _quiet_stderr():  # a Rust panic prints its own lines there
+                    fast = pyrwkv_tokenizer.WorldTokenizer(str(path))
             except Exception:  # a table it cannot take: the Python matcher reads every valid one
+                fast = None
+            except BaseException as exc:  # pyo3's PanicException derives from BaseException
+                if not _is_rust_panic(exc):
+                    raise
                 fast = None
         return cls(table, source=str(path), fast_encoder=fast)
 
@@ -132,6 +139,10 @@ class WorldTokenizer:
                 return self._fast.encode(text)
             except UnicodeEncodeError:  # surrogates, which the Rust encoder cannot take
                 pass
+            except BaseException as exc:
+                if not _is_rust_panic(exc):
+                    raise
+                self._fast = None  # the Python matcher gives the same ids
         return self.encode_bytes(text_bytes(text))
 
     def encode_bytes(self, data: bytes) -> list[int]:
@@ -233,6 +244,30 @@ def is_world_vocabulary(path: str | Path) -> bool:
     except OSError:
         return False
     return re.match(rb"\d+ b?['\"]", head) is not None
+
+
+def _is_rust_panic(exc: BaseException) -> bool:
+    """Whether `exc` is a panic of the Rust encoder (pyo3_runtime.PanicException, which the package does not
+    export): caught by its exact name, so that KeyboardInterrupt and SystemExit still go through."""
+    return type(exc).__name__ == "PanicException" and type(exc).__module__ == "pyo3_runtime"
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The process's stderr (file descriptor 2) sent to the null device for the block: a Rust panic writes its
+    message and backtrace there directly, past Python's sys.stderr."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _read_vocabulary(path: Path, vocab_size: int) -> list[bytes | None]:

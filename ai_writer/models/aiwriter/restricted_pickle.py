@@ -19,7 +19,9 @@ order `state_dict()` uses.
 from __future__ import annotations
 
 import io
+import math
 import pickle
+import pickletools
 import re
 import zipfile
 from collections import OrderedDict
@@ -30,6 +32,8 @@ import numpy as np
 
 from ai_writer.errors import ModelFileError
 
+MAX_EXTENT = 2**40  # no dimension, stride or offset of a real tensor comes near it
+MAX_PICKLE_BYTES = 64 * 2**20  # a checkpoint's data.pkl holds names and shapes only: kilobytes, never this
 PLACEHOLDER_MODULES = re.compile(r"(src\.model|torch\.nn\.modules(\.\w+)*)")
 STORAGE_DTYPES = {
     "FloatStorage": "f4", "HalfStorage": "f2", "DoubleStorage": "f8", "BFloat16Storage": "bf16",
@@ -76,13 +80,20 @@ class _StorageType:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *rest):
-    if isinstance(storage, TensorShape):  # shapes-only read: the storage was never loaded
-        return TensorShape(tuple(int(n) for n in size))
-    if not isinstance(storage, np.ndarray):
+    if not isinstance(storage, (TensorShape, np.ndarray)):
         raise pickle.UnpicklingError("a tensor without a storage")
-    size, stride = tuple(int(n) for n in size), tuple(int(n) for n in stride)
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride) <= 16
+            and all(type(n) is int for n in (offset, *size, *stride))):
+        raise pickle.UnpicklingError("a tensor whose size, stride or offset is not whole numbers")
     if any(n < 0 for n in size + stride) or offset < 0:
         raise pickle.UnpicklingError("a tensor with a negative size or stride")
+    if any(n > MAX_EXTENT for n in (offset, *size, *stride)):
+        raise pickle.UnpicklingError("a tensor whose size, stride or offset is beyond any real tensor's")
+    numel = storage.shape[0] if isinstance(storage, TensorShape) else storage.size
+    if math.prod(size) > numel:  # a weight never repeats its storage (stride 0): it would grow without bound
+        raise pickle.UnpicklingError(f"a tensor of {math.prod(size)} elements on a storage of {numel}")
+    if isinstance(storage, TensorShape):  # shapes-only read: the storage was never loaded
+        return TensorShape(size)
     if size and min(size) > 0:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.size:
@@ -131,7 +142,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType)):
             raise pickle.UnpicklingError(f"unknown persistent id {str(pid)[:60]}")
-        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
+        storage_type, key, numel = pid[1], str(pid[2]), pid[4]
+        if type(numel) is not int or numel < 0:
+            raise pickle.UnpicklingError("a storage whose size is not a whole number")
         if self.storages is None:
             return TensorShape((numel,))
         return self.storages(key, storage_type.dtype, numel)
@@ -162,7 +175,11 @@ def read_pth(path: str | Path, *, shapes_only: bool = False) -> dict[str, np.nda
                 loaded[key] = _read_storage(archive, f"{folder}data/{key}", dtype, endian, numel, path)
             return loaded[key]
 
-        unpickler = _RestrictedUnpickler(archive.read(pickles[0]), None if shapes_only else storage, str(path))
+        pickled = archive.read(pickles[0]) if archive.getinfo(pickles[0]).file_size <= MAX_PICKLE_BYTES else None
+        if pickled is None:
+            raise ModelFileError(f"{path}: its data.pkl is over {MAX_PICKLE_BYTES // 2**20} MB: not a checkpoint's")
+        _check_memo(pickled, path)
+        unpickler = _RestrictedUnpickler(pickled, None if shapes_only else storage, str(path))
         try:
             root = unpickler.load()
         except ModelFileError:  # UnsafePickleError included
@@ -177,6 +194,26 @@ def read_pth(path: str | Path, *, shapes_only: bool = False) -> dict[str, np.nda
     return {key: _as_float32(value) for key, value in tensors.items()}
 
 
+def _check_memo(data: bytes, path: Path) -> None:
+    """Read the pickle's instructions (pickletools: nothing is built) and refuse a memo index a pickler never
+    writes: the C unpickler grows its memo to an index it is given, so one 4-byte index would take gigabytes."""
+    puts = 0
+    try:
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if not isinstance(argument, int) or argument > puts:
+                    raise ModelFileError(f"{path}: cannot read the checkpoint (corrupt?): its pickle stores a "
+                                         f"value at {str(argument)[:20]} after {puts} values")
+                puts += 1
+            elif opcode.name == "MEMOIZE":
+                puts += 1
+    except ModelFileError:
+        raise
+    except (ValueError, OverflowError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: cannot read the checkpoint (truncated or corrupt?): "
+                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
 def _read_storage(archive, name, dtype, endian, numel, path) -> np.ndarray:
     try:
         info = archive.getinfo(name)
@@ -185,6 +222,12 @@ def _read_storage(archive, name, dtype, endian, numel, path) -> np.ndarray:
     itemsize = 2 if dtype == "bf16" else np.dtype(dtype).itemsize
     if info.file_size != numel * itemsize:
         raise ModelFileError(f"{path}: storage {name} holds {info.file_size} bytes, expected {numel * itemsize}")
+    # Before allocating: the bytes must be in the file. PyTorch stores storages uncompressed; a deflated one
+    # could claim gigabytes in a few kilobytes.
+    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+        raise ModelFileError(f"{path}: storage {name} is compressed; PyTorch checkpoints store tensors as they are")
+    if info.header_offset + info.file_size > Path(path).stat().st_size:
+        raise ModelFileError(f"{path}: storage {name} reaches past the end of the file (truncated?)")
     raw = np.empty(info.file_size, dtype=np.uint8)
     try:
         with archive.open(info) as f:
