@@ -18,10 +18,11 @@ WEB_CLIENT = Path(__file__).resolve().parent.parent / "web-client"
 
 @contextmanager
 def running_server(model_path: Path, *, start_worker: bool = True, max_queue: int = 32, max_batch: int = 32,
-                   static_root: Path = WEB_CLIENT, **settings):
+                   static_root: Path = WEB_CLIENT, template=None, **settings):
     """Yield a serving AiWriterHTTPServer (its .worker too) on 127.0.0.1 and a free port."""
     loaded = load_model(model_path, backend="torch-cpu")
-    worker = InferenceWorker(loaded.backend, loaded.tokenizer, max_queue=max_queue, max_batch=max_batch)
+    worker = InferenceWorker(loaded.backend, loaded.tokenizer, max_queue=max_queue, max_batch=max_batch,
+                             **({"template": template} if template is not None else {}))
     if start_worker:
         worker.start()
     info = {"model": model_path.name, "backend": "torch-cpu"}

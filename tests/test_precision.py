@@ -44,7 +44,7 @@ def test_auto_says_why():
 
 
 def test_a_tight_fit_is_taken_and_said():
-    tight = need(H_WORLD_15B, "int4") / 0.9 / GB  # fits, but not comfortably
+    tight = need(H_WORLD_15B, "int4", "cpu") / 0.9 / GB  # fits, but not comfortably
     choice = choose_precision("cpu", H_WORLD_15B, available=memory(tight))
     assert choice.precision == "int4" and "tight" in choice.reason
 

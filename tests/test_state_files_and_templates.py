@@ -163,3 +163,15 @@ def test_the_story_state_never_holds_the_template(tiny_model, tiny_onnx_cache):
     writing = reader.writing_start(story)
     assert np.array_equal(writing.logits, plain.feed(same, template.after).logits)
     assert np.array_equal(reader.feed(story, "众人").logits, plain.feed(same, "众人").logits)  # the story goes on
+
+
+def test_the_server_reads_the_story_through_its_template(tiny_model, tmp_path):
+    from server_helpers import json_request, running_server
+
+    (tmp_path / "t.txt").write_text("这是{story}魔法", encoding="utf-8")
+    body = {"text": "一颗", "settings": {"length": 30, "seed": 4, "raw": True}, "stream": False}
+    with running_server(tiny_model, template=template_named(tmp_path / "t.txt")) as server:
+        status, _, wrapped = json_request(server, "POST", "/api/continue", body)
+    with running_server(tiny_model) as server:
+        _, _, by_hand = json_request(server, "POST", "/api/continue", {**body, "text": "这是一颗魔法"})
+    assert status == 200 and wrapped["variants"][0]["text"] == by_hand["variants"][0]["text"]

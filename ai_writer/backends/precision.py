@@ -24,7 +24,10 @@ from ai_writer.export.weights import INT4_BLOCK, INT8_BLOCK, stored_form
 AUTO_ORDER = {"cpu": ("fp32", "int8", "int4"), "torch-cpu": ("fp32", "bf16")}
 COMFORTABLE = 0.8  # a format fits comfortably when it needs at most this share of the memory available
 RUNTIME_BYTES = 300 * 2**20  # the runtime, the tokenizer and the states beside the weights
-LOADING_FACTOR = {"fp32": 1.05, "int8": 1.6, "int4": 1.6, "bf16": 1.05}  # peak while loading, per weight byte
+# peak memory while loading and writing, per byte of weights (measured on the 1.5B layouts: benchmarks/RESULTS.md,
+# "Big models"): ONNX Runtime holds the external data it read and its repacked copy for a while
+LOADING_FACTOR = {("cpu", "fp32"): 1.75, ("cpu", "int8"): 1.8, ("cpu", "int4"): 1.6,
+                  ("torch-cpu", "fp32"): 1.5, ("torch-cpu", "bf16"): 1.1}
 GB = 1e9
 
 
@@ -56,9 +59,9 @@ def _bytes_per_weight(precision: str, role: str) -> float:
     return 2.0 if form == "float16" else 4.0
 
 
-def need(config, precision: str) -> int:
-    """Bytes of memory to load and run the model in `precision`, at the peak."""
-    return int(weight_bytes(config, precision) * LOADING_FACTOR.get(precision, 1.05)) + RUNTIME_BYTES
+def need(config, precision: str, backend: str = "cpu") -> int:
+    """Bytes of memory to load and run the model in `precision` on `backend`, at the peak."""
+    return int(weight_bytes(config, precision) * LOADING_FACTOR.get((backend, precision), 1.8)) + RUNTIME_BYTES
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def choose_precision(backend: str, config, *, available: Callable[[], int] | Non
     if order is None:
         return PrecisionChoice("fp16", f"{backend} runs fp16 by default")
     free = (available or available_memory)()
-    needs = {p: need(config, p) for p in order}
+    needs = {p: need(config, p, backend) for p in order}
     for p in order:
         if needs[p] <= COMFORTABLE * free:
             skipped = [f"{q} would need {needs[q] / GB:.1f} GB" for q in order[: order.index(p)]]
@@ -92,9 +95,9 @@ def check_fits(backend: str, precision: str, config, *, available: Callable[[], 
     """A precision asked for by name must fit at all: else one line says what it needs (never an OOM kill)."""
     if backend not in AUTO_ORDER:
         return
-    required, free = need(config, precision), (available or available_memory)()
+    required, free = need(config, precision, backend), (available or available_memory)()
     if required > free:
-        smaller = [p for p in AUTO_ORDER[backend] if need(config, p) <= free]
+        smaller = [p for p in AUTO_ORDER[backend] if need(config, p, backend) <= free]
         hint = f"; {smaller[0]} fits (--precision {smaller[0]}, or leave --precision out)" if smaller else ""
         raise BackendError(f"not enough memory for this model in {precision}: it needs {required / GB:.1f} GB and "
                            f"{free / GB:.1f} GB is available{hint}")

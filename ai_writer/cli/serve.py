@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from ai_writer.cli.options import CliError, model_options, open_model, sampling_options
+from ai_writer.cli.options import CliError, model_options, open_model, sampling_options, template_option
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.resources import web_client_root
 from ai_writer.server.requests import MAX_CHARS
+from ai_writer.text.templates import template_named
 
 DEFAULT_PORT = 8266
 
@@ -67,9 +68,10 @@ def allowed_host_names(host: str, allow_hosts: tuple[str, ...]) -> frozenset[str
               help="Largest request body in bytes.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not log requests.")
 @model_options
+@template_option
 @sampling_options
 def serve_command(host, port, token, allow_hosts, cors_origin, length, max_queue, max_batch, max_body, quiet, model,
-                  vocab, unknown_char, backend, precision, threads, **sampling):
+                  vocab, unknown_char, backend, precision, threads, template, **sampling):
     """Serve the AI-Writer web page and an OpenAI-compatible API.
 
     \b
@@ -97,8 +99,10 @@ def serve_command(host, port, token, allow_hosts, cors_origin, length, max_queue
     if static_root is None:
         raise CliError("the web client files are missing from this installation; reinstall ai-writer")
     defaults = SamplerSettings(**sampling)
+    template = template_named(template)
     loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
-    worker = InferenceWorker(loaded.backend, loaded.tokenizer, max_queue=max_queue, max_batch=max_batch).start()
+    worker = InferenceWorker(loaded.backend, loaded.tokenizer, max_queue=max_queue, max_batch=max_batch,
+                             template=template).start()
     info = {"model": loaded.path.name, "backend": loaded.choice.backend, "precision": loaded.choice.precision,
             "reason": loaded.choice.reason, "config": json.loads(loaded.config.to_json()),
             "vocab_size": loaded.config.vocab_size, "max_chars": MAX_CHARS, "auth": token is not None}

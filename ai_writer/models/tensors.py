@@ -105,10 +105,24 @@ def _open_safetensors(path: Path) -> TensorSource:
             raise ModelFileError(f"{path}: tensor {key!r} is {dtypes[key]}, not floating point")
         stored = np.frombuffer(mapped, dtype=dtype, count=(end - begin) // np.dtype(dtype).itemsize, offset=begin)
         if dtypes[key] == "bfloat16":
-            return (stored.astype(np.uint32) << 16).view(np.float32).reshape(shapes[key])
-        return stored.astype(np.float32).reshape(shapes[key])
+            array = (stored.astype(np.uint32) << 16).view(np.float32).reshape(shapes[key])
+        else:
+            array = stored.astype(np.float32).reshape(shapes[key])
+        del stored
+        _release(mapped, begin, end)
+        return array
 
     return TensorSource(path, shapes, dtypes, {str(k): str(v) for k, v in metadata.items()}, read, (f, mapped))
+
+
+def _release(mapped, begin: int, end: int) -> None:
+    """Tell the OS the mapped pages of a tensor already read are not needed again: they leave this process's
+    memory (they are the file's, so nothing is lost), and an export's footprint stays one tensor, not the file."""
+    if not isinstance(mapped, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return  # Windows: the OS trims mapped file pages itself
+    start = begin - begin % mmap.PAGESIZE
+    if end > start:
+        mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def _open_pth(path: Path) -> TensorSource:

@@ -27,6 +27,7 @@ from ai_writer.generation.prefix_cache import PrefixCache
 from ai_writer.generation.reading import PromptReading, Reader
 from ai_writer.server.requests import ApiError, JobSpec
 from ai_writer.text.char_tokenizer import CharTokenizer
+from ai_writer.text.templates import SHIPPED, Template
 
 PREFILL_SEGMENT = 256  # prompt tokens read per step while other requests are being written
 
@@ -58,8 +59,8 @@ class _Reading:
 
 class InferenceWorker:
     def __init__(self, backend: Any, tokenizer: CharTokenizer, *, max_queue: int = 32, max_batch: int = 32,
-                 cache: PrefixCache | None = None):
-        self.tokenizer = tokenizer
+                 cache: PrefixCache | None = None, template: Template = SHIPPED["plain"]):
+        self.tokenizer, self.template = tokenizer, template
         self.reader = Reader(backend, tokenizer)
         self.batch = DecodeBatch(backend, tokenizer, keep_final_states=True)
         self.max_batch = max_batch
@@ -99,7 +100,7 @@ class InferenceWorker:
         if len(spec.prompts) * spec.runs > self.max_batch:
             raise ApiError(422, f"this request asks for {len(spec.prompts) * spec.runs} continuations; the server "
                            f"writes at most {self.max_batch} at once (--batch)")
-        prompt_ids = [tuple(self.tokenizer.encode(prompt)) for prompt in spec.prompts]
+        prompt_ids = [tuple(self.tokenizer.encode(self.template.wrap(prompt))) for prompt in spec.prompts]
         seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
         job = Job(spec, prompt_ids, seed, rows_left=len(prompt_ids) * spec.runs)
         try:

@@ -1,0 +1,57 @@
+"""The ONNX export streams: its memory grows with the largest tensor, not with the model.
+
+A random RWKV-7 of 200 M weights (bf16 .safetensors, 400 MB; 800 MB in float32) is made once per
+test run; exporting it to int8 in a fresh process must grow that process by less than a few times
+its largest tensor in float32 (16 MB here), where holding the model once in float32 would take
+800 MB.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import cli_env
+
+pytestmark = pytest.mark.slow
+
+LAYERS, WIDTH, VOCAB = 16, 1024, 8192  # 12 C^2 a layer + the embedding and head: 0.2 G weights
+MEASURE = """
+import resource, sys
+import psutil
+from ai_writer.export.onnx import export_file
+before = psutil.Process().memory_info().rss
+export_file(sys.argv[1], sys.argv[2], sys.argv[3], kind="safetensors")
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.fixture(scope="module")
+def big_model(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from rwkv7_factory import write_random_rwkv7
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("streaming")
+    tensors = write_random_rwkv7(folder / "m.pth", n_layer=LAYERS, n_embd=WIDTH, head_size=64, vocab_size=VOCAB,
+                                 seed=0, dtype=torch.bfloat16)
+    (folder / "m.pth").unlink()
+    save_file(tensors, str(folder / "m.safetensors"))
+    largest = max(int(np.prod(t.shape)) for t in tensors.values()) * 4  # bytes in float32
+    total = sum(int(np.prod(t.shape)) for t in tensors.values()) * 4
+    return folder / "m.safetensors", largest, total
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_the_export_grows_with_the_largest_tensor_not_the_model(big_model, tmp_path, precision):
+    path, largest, total = big_model
+    assert total > 40 * largest  # the bound below tells streaming from holding the model
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(path), str(tmp_path / "m.onnx"), precision],
+                            capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert result.returncode == 0, result.stderr
+    before, peak = map(int, result.stdout.split())
+    growth = peak - before
+    assert growth < 8 * largest + 64 * 2**20, f"the export grew by {growth / 2**20:.0f} MB"
+    assert (tmp_path / "m.onnx.data").stat().st_size > total / 8  # it did write the weights
