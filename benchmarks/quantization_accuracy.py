@@ -4,7 +4,7 @@
         [--variants fp32,int8:32,int8:128,int4:32:8,int4:64:8,int4:128:8,int4:64:4,int4:128:4]
 
 Each variant is exported (int8:BLOCK sets the 8-bit block size, int4:BLOCK:HEAD_BITS the 4-bit block
-size and the head's bits) and
+size, the head's bits and optionally the low-rank matrices' bits, 0 or absent: float) and
 run on ONNX Runtime: bits per character on the first --chars held-out characters of each novel in
 the corpus (corpus/zh-hans beside the checkout, the held-out rule of `ai-writer eval`), and the
 share of steps along fp32's greedy path (200 steps after each of 5 openings) where the variant's
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ai_writer.backends.open import load_model
-from ai_writer.export import weights
+from ai_writer.export import forms
 from ai_writer.export.onnx import export_file
 from ai_writer.resources import default_model_path
 from ai_writer.training.corpus import join_lines, read_lines, split_lines
@@ -70,9 +70,10 @@ def main() -> None:
         for variant in args.variants.split(","):
             precision, *knobs = variant.split(":")
             if precision == "int8" and knobs:
-                weights.INT8_BLOCK = int(knobs[0])
+                forms.INT8_BLOCK = int(knobs[0])
             elif knobs:
-                weights.INT4_BLOCK, weights.INT4_HEAD_BITS = int(knobs[0]), int(knobs[1])
+                forms.INT4_BLOCK, forms.INT4_HEAD_BITS = int(knobs[0]), int(knobs[1])
+                forms.INT4_LORA_BITS = int(knobs[2]) if len(knobs) > 2 else 0
             out = Path(folder) / f"{variant.replace(':', '_')}.onnx"
             export_file(args.model, out, precision, kind="safetensors" if args.model.suffix == ".safetensors" else "pth")
             size = sum(p.stat().st_size for p in Path(folder).glob(out.name + "*"))
@@ -86,7 +87,7 @@ def main() -> None:
             print(f"{variant}: {bpc:.4f} bits/char over {n} characters", flush=True)
     print(f"\n{args.model.name}: {len(text)} held-out characters ({args.chars} of each novel); "
           f"top-1 agreement along fp32's greedy path, {len(OPENINGS)} openings x {args.steps} steps\n")
-    print("| variant (int8:block, int4:block:head bits) | bits/char | vs fp32 | top-1 agreement | export MB |")
+    print("| variant (int8:block, int4:block:head bits:low-rank bits) | bits/char | vs fp32 | top-1 agreement | export MB |")
     print("|---|---|---|---|---|")
     for variant, bpc, change, agree, size in rows:
         print(f"| {variant} | {bpc:.4f} | {change:+.2f} % | {agree:.1%} | {size / 1e6:.1f} |")

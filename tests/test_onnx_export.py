@@ -24,7 +24,7 @@ pytest.importorskip("onnxruntime")  # where the exported graphs run
 from onnx import numpy_helper  # noqa: E402
 
 from ai_writer.export import onnx as onnx_export  # noqa: E402
-from ai_writer.export import weights  # noqa: E402
+from ai_writer.export import forms, weights  # noqa: E402
 from ai_writer.models.tensors import open_tensors  # noqa: E402
 from ai_writer.models.rwkv import onnx_v7 as onnx_graph  # noqa: E402
 from ai_writer.models.rwkv import rwkv7  # noqa: E402
@@ -204,7 +204,7 @@ def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
             if node.op_type == "MatMulNBits":
                 attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
                 k = attributes["K"]  # the tiny model's matrices have 64 or 256 inputs
-                assert attributes["bits"] == 8 and attributes["block_size"] == weights.block_for(k, weights.INT8_BLOCK)
+                assert attributes["bits"] == 8 and attributes["block_size"] == forms.block_for(k, forms.INT8_BLOCK)
     kept = {n.name for graph in (model.graph, prefill) for n in graph.node if n.op_type == "MatMul"}
     assert "head.matmul" not in kept and "prefix/blocks.1.att.w1.matmul" in kept  # the low-rank ones stay float
     types = {t.name: t.data_type for t in model.graph.initializer}
@@ -230,8 +230,8 @@ def test_blocks_round_trip_within_half_a_step(bits):
 
 
 def test_block_sizes_follow_the_width():
-    assert weights.block_for(2048, 128) == 128 and weights.block_for(64, 128) == 64 and weights.block_for(48, 128) == 16
-    assert weights.block_for(40, 128) is None  # no power of two from 16 up divides it: the matrix stays float
+    assert forms.block_for(2048, 128) == 128 and forms.block_for(64, 128) == 64 and forms.block_for(48, 128) == 16
+    assert forms.block_for(40, 128) is None  # no power of two from 16 up divides it: the matrix stays float
 
 
 # ---- fp16 -------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def model(request, tmp_path_factory, one_torch_thread):
     checkpoint = load_checkpoint(path)
     sessions = {precision: session(onnx_export.export_checkpoint(checkpoint, folder / f"m.{precision}.onnx",
                                                                  precision=precision))
-                for precision in ("fp32", "fp16", "int8")}
+                for precision in ("fp32", "fp16", "int8", "int4")}
     return path, TorchBackend(checkpoint), sessions
 
 
@@ -64,16 +64,20 @@ def test_greedy_continuation_equals_torch(model):
     assert picks["onnx"] == picks["torch"]
 
 
-def test_fp16_and_int8_exports_stay_close_to_fp32(model):
+def exported_bytes(path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))  # NAME.onnx and NAME.onnx.data
+
+
+def test_fp16_int8_and_int4_exports_stay_close_to_fp32(model):
     path, backend, sessions = model
     tokens = np.random.default_rng(8).integers(0, backend.config.vocab_size, (2, 40))
     reference, _ = backend.forward(tokens, backend.zero_state(2))
     spread = reference.std()
-    for precision, bound in (("fp16", 0.025), ("int8", 0.25)):  # measured: about 0.002 and 0.03 of the spread
+    for precision, bound in (("fp16", 0.025), ("int8", 0.25), ("int4", 1.0)):  # measured 0.002, 0.04, 0.5 (random)
         logits, _ = run(sessions[precision], tokens, backend.zero_state(2))
         assert np.abs(logits - reference).max() < bound * spread, precision
-    int8_size = (path.parent / "m.int8.onnx").stat().st_size
-    assert int8_size < 0.6 * (path.parent / "m.fp32.onnx").stat().st_size  # the projections are 8-bit
+    fp32, int8, int4 = (exported_bytes(path.parent / f"m.{p}.onnx") for p in ("fp32", "int8", "int4"))
+    assert int4 < int8 < 0.6 * fp32  # the projections 8-bit, then 4-bit
 
 
 def test_the_onnx_backend_runs_a_world_checkpoint(model, tmp_path):

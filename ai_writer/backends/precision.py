@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ai_writer.errors import BackendError
-from ai_writer.export.weights import INT4_BLOCK, INT8_BLOCK, stored_form
+from ai_writer.export.forms import INT4_BLOCK, INT8_BLOCK, stored_form
 
 AUTO_ORDER = {"cpu": ("fp32", "int8", "int4"), "torch-cpu": ("fp32", "bf16")}
 COMFORTABLE = 0.8  # a format fits comfortably when it needs at most this share of the memory available

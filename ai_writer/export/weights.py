@@ -5,17 +5,10 @@ source tensor, then dropped); the writer converts or quantizes it, appends its b
 `NAME.onnx.data` and returns a TensorProto that only points there. The model proto thus holds
 no weights, and the export's memory is bounded by the largest tensor, whatever the model's size.
 
-What each kind of weight becomes, per precision:
+What each kind of weight becomes, per precision, is export/forms.py's table.
 
-| role | fp32 | fp16 (DirectML) | int8 | int4 |
-|---|---|---|---|---|
-| `matrix`: projections, FFN | float32 | float16 | MatMulNBits 8-bit | MatMulNBits 4-bit |
-| `head` | float32 | float16 | MatMulNBits 8-bit | MatMulNBits 4-bit |
-| `embedding` (gathered per token) | float32 | float16 | float16 | float16 |
-| `lora` (low-rank), `vector` | float32 | float16 | float32 | float32 |
-
-MatMulNBits stores a (K, N) weight by output column in blocks of `block` inputs (128: chosen by
-measured speed and accuracy, benchmarks/RESULTS.md "Block sizes"), each with one float32 scale, unsigned with the operator's default zero point (128 for 8 bits, 8 for 4 bits);
+MatMulNBits stores a (K, N) weight by output column in blocks of `block` inputs, each with one
+float32 scale, unsigned with the operator's default zero point (128 for 8 bits, 8 for 4 bits);
 4-bit values are packed two to a byte, the first in the low nibble.
 """
 
@@ -29,12 +22,11 @@ from typing import BinaryIO
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
-ROLES = ("matrix", "head", "embedding", "lora", "vector")
+from ai_writer.export import forms
+
+
 INLINE_BYTES = 65536  # smaller tensors stay inside the .onnx file
 ALIGN = 65536  # external tensors start at multiples of this (page- and Windows-mapping-aligned)
-INT8_BLOCK = 128  # inputs per scale, 8-bit weights (benchmarks/RESULTS.md, "Block sizes")
-INT4_BLOCK = 128  # inputs per scale, 4-bit weights (ibid.)
-INT4_HEAD_BITS = 4  # the head of an int4 export (ibid.)
 QUANTIZE_COLUMNS = 4096  # output columns quantized at a time
 
 
@@ -48,19 +40,6 @@ class Quantized:
     n: int
     bits: int
     block: int
-
-
-def stored_form(precision: str, role: str) -> str | int:
-    """np dtype name ("float32", "float16") or a bit width (8, 4) for a weight of `role`."""
-    if precision == "fp16":
-        return "float16"
-    if role == "embedding" and precision in ("int8", "int4"):
-        return "float16"
-    if role == "matrix" and precision in ("int8", "int4"):
-        return 8 if precision == "int8" else 4
-    if role == "head" and precision in ("int8", "int4"):
-        return 8 if precision == "int8" else INT4_HEAD_BITS
-    return "float32"
 
 
 class WeightWriter:
@@ -77,17 +56,18 @@ class WeightWriter:
 
     def add(self, name: str, array: np.ndarray, role: str) -> None:
         """Store weight `name` (float32, as the graph reads it: a matrix as (K, N)) in its form for `role`."""
-        form = stored_form(self.precision, role)
-        if isinstance(form, int):
+        form = forms.stored_form(self.precision, role)
+        if isinstance(form, int) and array.ndim == 2:
             k, n = array.shape
-            block = block_for(k, INT8_BLOCK if form == 8 else INT4_BLOCK)
+            block = forms.block_for(k, forms.INT8_BLOCK if form == 8 else forms.INT4_BLOCK)
             if block is not None:
                 blocks, scales = quantize_blocks(array, block, form)
                 self._store(blocks, name + f".q{form}")
                 self._store(scales, name + ".scales")
                 self.quantized[name] = Quantized(name + f".q{form}", name + ".scales", k, n, form, block)
                 return
-            form = "float32"  # a width no block divides: kept float
+        if isinstance(form, int):
+            form = "float32"  # a batched (3-D) weight, or a width no block divides: kept float
         self.dtypes[name] = form
         self._store(np.ascontiguousarray(array, dtype=form), name)
 
@@ -108,17 +88,6 @@ class WeightWriter:
             entry.key, entry.value = key, value
         self.initializers.append(tensor)
         self.nbytes += array.nbytes
-
-
-def block_for(k: int, preferred: int) -> int | None:
-    """The block size for a matrix of `k` inputs: `preferred`, or the largest smaller power of two (down to 16,
-    MatMulNBits' least) that divides k; None when none does."""
-    block = preferred
-    while block >= 16:
-        if k % block == 0:
-            return block
-        block //= 2
-    return None
 
 
 def _align(data: BinaryIO) -> int:
