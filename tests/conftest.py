@@ -14,6 +14,15 @@ from pathlib import Path
 import pytest
 from helpers import DATA
 
+try:  # in CI the fuzz tests replay the same examples every run (a new find is made on a developer's machine)
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+except ImportError:
+    pass
+
 
 @pytest.fixture(scope="session", autouse=True)
 def private_user_folder(tmp_path_factory) -> Path:

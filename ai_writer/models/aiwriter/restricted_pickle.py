@@ -92,6 +92,8 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
     numel = storage.shape[0] if isinstance(storage, TensorShape) else storage.size
     if math.prod(size) > numel:  # a weight never repeats its storage (stride 0): it would grow without bound
         raise pickle.UnpicklingError(f"a tensor of {math.prod(size)} elements on a storage of {numel}")
+    if math.prod(n for n in size if n) > MAX_EXTENT:  # empty, but shaped beyond any real tensor
+        raise pickle.UnpicklingError("an empty tensor shaped beyond any real tensor's")
     if isinstance(storage, TensorShape):  # shapes-only read: the storage was never loaded
         return TensorShape(size)
     if size and min(size) > 0:
