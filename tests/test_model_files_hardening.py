@@ -356,7 +356,7 @@ def test_fuzz_pth_pickles(tmp_path_factory, tiny_model, data):
 
 
 @pytest.mark.slow
-@settings(database=None, max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(database=None, max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.dictionaries(st.sampled_from(FIELDS), CONFIG_VALUES, min_size=1, max_size=6))
 def test_fuzz_native_configs_long(tmp_path_factory, tiny_tensors, tiny_config, changes):
     _fuzz_configs(tmp_path_factory, tiny_tensors, tiny_config, changes)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from server_helpers import request, running_server
 
 QUICK = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LONG = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LONG = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REQUEST_TIMEOUT = 1.5  # the fuzzed server's deadline for a whole request
 
 

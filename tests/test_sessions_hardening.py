@@ -359,7 +359,7 @@ def _settings():
 
 
 @pytest.mark.slow
-@settings(database=None, max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(database=None, max_examples=700, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_session_fields_long(good_record, loaded, reader, data):
     _fuzz_sessions(good_record, loaded, reader, data)
