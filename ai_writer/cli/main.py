@@ -17,6 +17,7 @@ import click
 
 from ai_writer import __version__
 from ai_writer.cli.options import EXIT_ERROR, model_options, open_model, sampling_options, template_option
+from ai_writer.cli.cache import cache_group
 from ai_writer.cli.model import export_group, info_command
 from ai_writer.cli.serve import serve_command
 from ai_writer.cli.train import eval_command, train_command
@@ -235,6 +236,7 @@ cli.add_command(info_command)
 cli.add_command(export_group)
 cli.add_command(repl_command)
 cli.add_command(serve_command)
+cli.add_command(cache_group)
 
 
 def _settings(sampling: dict) -> SamplerSettings:

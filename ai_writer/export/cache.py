@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -162,3 +164,50 @@ def export_model(model_path: Path, out: Path, precision: str, source: str | None
 
     return onnx_export.export_file(model_path, out, precision, kind=kind or recognise(model_path),
                                    source=source or fingerprint(model_path), on_start=on_start)
+
+
+CACHED_NAME = re.compile(r"([0-9a-f]{24})-(fp32|fp16|int8|int4)-v(\d+)\.onnx")
+
+
+@dataclass(frozen=True)
+class CachedExport:
+    """One export in the cache: its files (the .onnx, its .data and .digest) and what they hold."""
+
+    source: str  # the fingerprint of the model file it was exported from
+    precision: str
+    version: int  # the exporter's version: one not EXPORT_VERSION is never used again
+    files: tuple[Path, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files if f.is_file())
+
+    @property
+    def current(self) -> bool:
+        return self.version == EXPORT_VERSION
+
+
+def cached_exports(folder: Path) -> list[CachedExport]:
+    """The exports in a cache folder (files of other names are not ai-writer's: never listed)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.onnx")):
+        match = CACHED_NAME.fullmatch(path.name)
+        if match:
+            files = tuple(p for p in (path, _data(path), _digest_file(path)) if p.is_file())
+            found.append(CachedExport(match.group(1), match.group(2), int(match.group(3)), files))
+    return found
+
+
+def remove_exports(folder: Path, model: Path | None = None) -> tuple[int, int]:
+    """Remove the cached exports of `model` (all of them when None): (exports removed, bytes freed)."""
+    source = fingerprint(model) if model is not None else None
+    removed = freed = 0
+    for export in cached_exports(folder):
+        if source is None or export.source == source:
+            freed += export.nbytes
+            for file in export.files:
+                file.unlink(missing_ok=True)
+            removed += 1
+    return removed, freed
