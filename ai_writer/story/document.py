@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -62,12 +63,27 @@ class Paragraph:
     text: str
 
 
+@dataclass(frozen=True)
+class _Mark:
+    digest: bytes  # of the text before it: the mark holds while that text is unchanged
+    state: Prefilled
+    pinned: bool = False
+
+
+MAX_LOOSE_MARKS = 8
+
+
+def _prefix_digest(text: str, offset: int) -> bytes:
+    return hashlib.blake2b(text[:offset].encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class Document:
     def __init__(self, spans: Sequence[Span] = ()):
         self.spans: tuple[Span, ...] = tuple(spans)
         self._undo: list[tuple[Span, ...]] = []
         self._redo: list[tuple[Span, ...]] = []
         self._read: tuple[tuple[Span, ...], Prefilled | None] = ((), None)  # (spans read, state after them)
+        self._marks: dict[int, _Mark] = {}  # states at character offsets (paragraph and chapter starts)
         self.saved_settings: dict | None = None  # from a session file: the settings and length it was saved with
         self.saved_length: int | None = None
 
@@ -112,6 +128,41 @@ class Document:
         state = reader.feed(state, "".join(span.text for span in target[len(read):]))
         if index == len(self.spans):
             self._read = (self.spans, state)
+        return state
+
+    def state_at(self, offset: int, reader: Reader, *, pin: bool = False) -> Prefilled | None:
+        """The state after the first `offset` characters of the story, read on from the nearest state known at
+        or before it (a model span's snapshot, the end state read so far, a kept mark); the result is kept as a
+        mark, so the next write in the same paragraph reads nothing before it. A `pin`ned mark stays while its
+        text is unchanged (a chapter's start); the others are the last few asked for."""
+        if offset >= len(self):
+            return self.state_at_end(reader)
+        text = self.text
+        best_offset, best = 0, None
+        position = 0
+        for span in self.spans:
+            if position > offset:
+                break
+            if span.start is not None:
+                best_offset, best = position, span.start
+            position += len(span.text)
+        read, state = self._read
+        read_chars = sum(len(span.text) for span in read)
+        if state is not None and best_offset < read_chars <= offset and len(read) <= len(self.spans) \
+                and all(a is b for a, b in zip(read, self.spans)):
+            best_offset, best = read_chars, state
+        for mark_offset, mark in list(self._marks.items()):
+            if mark.digest != _prefix_digest(text, mark_offset):
+                del self._marks[mark_offset]  # the text before it changed
+            elif best_offset < mark_offset <= offset:
+                best_offset, best = mark_offset, mark.state
+        state = reader.feed(best, text[best_offset:offset]) if offset > best_offset else best
+        if state is not None:
+            previous = self._marks.pop(offset, None)
+            self._marks[offset] = _Mark(_prefix_digest(text, offset), state, pin or bool(previous and previous.pinned))
+            loose = [o for o, mark in self._marks.items() if not mark.pinned]
+            for o in loose[:-MAX_LOOSE_MARKS]:
+                del self._marks[o]
         return state
 
     def set_end_state(self, state: Prefilled | None) -> None:
