@@ -25,13 +25,15 @@ setup(
         "safetensors>=0.4",
         "pyrwkv-tokenizer>=0.9.1,<0.10",  # the RWKV world tokenizer: its vocabulary file and a Rust encoder
         "onnx>=1.16",  # exporting models to ONNX (once per model, cached); the runtime is onnxruntime
-        "torch>=2.1",
         # the two install the same module: exactly one of them, by platform
         # 1.22: the 8-bit MatMulNBits kernel of the int8 export
         "onnxruntime>=1.22; sys_platform != 'win32'",
         "onnxruntime-directml>=1.22; sys_platform == 'win32'",
     ],
     extras_require={
+        # optional: the torch backends (cuda, torch-cpu), `ai-writer train` and the original AI-Writer .pth
+        # releases; the default cpu backend (ONNX Runtime) reads .safetensors and .pth files without it
+        "torch": ["torch>=2.1"],
         # the test environment: the official rwkv package is the correctness oracle;
         # torch is pinned to the CPU build the CI machine holds; playwright drives the system's
         # chromium in the web page's tests (never its own browser downloads)

@@ -32,3 +32,11 @@ class InputTextError(AiWriterError):
 
 class BackendError(AiWriterError):
     """A compute backend is unavailable (missing package, device) or failed to run."""
+
+
+PYTORCH_INSTALL = "pip install 'ai-writer[torch]'"  # torch is optional: only the torch backends and training need it
+
+
+def torch_missing(what: str) -> BackendError:
+    """The one-line error of `what` (a backend, a command) where PyTorch is not installed."""
+    return BackendError(f"{what} needs PyTorch, which is not installed: {PYTORCH_INSTALL}")

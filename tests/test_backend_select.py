@@ -62,12 +62,25 @@ def test_auto_never_asks_torch_when_onnxruntime_is_there():
         ("cuda", {}, "NVIDIA GPU"),
         ("dml", {"providers": CPU}, "pip install onnxruntime-directml"),
         ("cpu", {"providers": None}, "pip install onnxruntime"),
-        ("torch-cpu", {"torch": False}, "pip install torch"),
     ],
 )
 def test_a_backend_asked_for_but_missing_names_what_to_install(requested, available, hint):
     with pytest.raises(BackendError, match=f"backend {requested} is not available here.*{hint}"):
         pick(requested, **available)
+
+
+@pytest.mark.parametrize("requested", ["torch-cpu", "cuda"])
+def test_a_torch_backend_without_torch_says_to_install_the_torch_extra(requested):
+    with pytest.raises(BackendError) as caught:
+        pick(requested, cuda=True, torch=False)
+    assert str(caught.value) == (f"the {requested} backend needs PyTorch, which is not installed: "
+                                 "pip install 'ai-writer[torch]'")
+
+
+def test_auto_never_picks_a_torch_backend_without_torch():
+    assert pick(cuda=True, torch=False).backend == "cpu"  # a GPU, but no torch to drive it
+    with pytest.raises(BackendError, match="install onnxruntime"):
+        pick(cuda=True, providers=None, torch=False)
 
 
 def test_asked_backends_when_present():

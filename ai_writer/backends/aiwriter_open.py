@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ai_writer.backends.loaded import LoadedModel
 from ai_writer.backends.select import Choice, choose, cuda_usable, onnx_providers, torch_installed
-from ai_writer.errors import BackendError, ModelFileError, VocabularyError
+from ai_writer.errors import PYTORCH_INSTALL, BackendError, ModelFileError, VocabularyError
 from ai_writer.models.aiwriter.restricted_pickle import read_pth
 from ai_writer.text.char_tokenizer import CharTokenizer
 
@@ -55,7 +55,8 @@ def choose_legacy(kind: str, requested: str, precision: str | None, path: Path, 
         if cuda_check():
             return Choice("cuda", "fp32", f"an NVIDIA GPU is usable; an AI-Writer {generation} .pth runs in fp32")
         if not has_torch():
-            raise BackendError(f"{path}: an AI-Writer {generation} .pth needs torch (pip install torch)")
+            raise BackendError(f"{path}: an AI-Writer {generation} .pth needs torch (PyTorch), which is not installed: "
+                               f"{PYTORCH_INSTALL}")
         return Choice("torch-cpu", "fp32", f"no usable NVIDIA GPU; an AI-Writer {generation} .pth runs on torch "
                                            "on the CPU: the cpu and dml backends run ONNX files")
     checked = choose(requested, "fp32", cuda_check=cuda_check, providers=providers, has_torch=has_torch)

@@ -10,7 +10,9 @@
 `auto` picks cuda when an NVIDIA GPU is usable, else dml when onnxruntime-directml offers its
 provider, else cpu (falling back to torch-cpu only when onnxruntime is not installed). The
 NVIDIA check looks for the driver before importing torch, and the provider list comes from
-onnxruntime, so on a machine without an NVIDIA driver choosing never imports torch.
+onnxruntime, so on a machine without an NVIDIA driver choosing never imports torch. torch is
+optional (`pip install 'ai-writer[torch]'`): without it auto never picks cuda or torch-cpu, and
+asking for them is a one-line error saying what to install.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ai_writer.errors import BackendError
+from ai_writer.errors import PYTORCH_INSTALL, BackendError, torch_missing
 
 DEFAULT_THREADS_HELP = "all cores (on the cpu backend they sleep when idle, so a busy machine slows writing less)"
 BACKENDS = ("auto", "cuda", "dml", "cpu", "torch-cpu")
@@ -35,11 +37,12 @@ ALLOWED_PRECISIONS = {
 }
 ONNX_PROVIDERS = {"dml": ["DmlExecutionProvider", "CPUExecutionProvider"], "cpu": ["CPUExecutionProvider"]}
 INSTALL_HINT = {
-    "cuda": "an NVIDIA GPU with its driver and a CUDA build of torch (pip install torch)",
+    "cuda": f"an NVIDIA GPU with its driver and a CUDA build of PyTorch ({PYTORCH_INSTALL})",
     "dml": "Windows with a DirectX 12 GPU and onnxruntime-directml (pip install onnxruntime-directml)",
     "cpu": "onnxruntime (pip install onnxruntime)",
-    "torch-cpu": "torch (pip install torch)",
+    "torch-cpu": f"PyTorch ({PYTORCH_INSTALL})",
 }
+TORCH_BACKENDS = ("cuda", "torch-cpu")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ def choose(
         backend, reason = _automatic(cuda_check, providers, has_torch)
     else:
         backend, reason = requested, "asked for with --backend"
+        if backend in TORCH_BACKENDS and not has_torch():
+            raise torch_missing(f"the {backend} backend")
         available = {
             "cuda": cuda_check,
             "dml": lambda: "DmlExecutionProvider" in (providers() or []),
@@ -119,7 +124,7 @@ def choose(
 
 
 def _automatic(cuda_check, providers, has_torch) -> tuple[str, str]:
-    if cuda_check():
+    if cuda_check() and has_torch():  # cuda_usable() asks for torch too; a faked check may not
         return "cuda", "an NVIDIA GPU is usable"
     found = providers()
     if found is not None and "DmlExecutionProvider" in found:

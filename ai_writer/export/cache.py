@@ -157,8 +157,8 @@ def _digest_file(onnx_path: Path) -> Path:
 
 def export_model(model_path: Path, out: Path, precision: str, source: str | None = None,
                  on_start: Callable[[], None] | None = None, kind: str | None = None) -> Path:
-    """Export a model file to ONNX, streaming its tensors (export/onnx.py): a `.safetensors` without torch,
-    a `.pth` through torch's memory-mapped loader. `on_start` is called once the file's tensors have
+    """Export a model file to ONNX, streaming its tensors (export/onnx.py) from a memory map, without torch.
+    `on_start` is called once the file's tensors have
     been checked, before the export proper."""
     from ai_writer.export import onnx as onnx_export
 

@@ -3,8 +3,8 @@
 The export streams: `export_file` reads the model file one tensor at a time from a memory map
 (models/tensors.py), each weight is prepared, converted or quantized and appended to the
 external-data file at once (export/weights.py), and nothing of it is kept; so the whole model
-is never held in memory, in fp32 or otherwise. A `.safetensors` model exports with numpy alone
-(no torch); a `.pth` is read through torch's memory-mapped weights-only loader.
+is never held in memory, in fp32 or otherwise. `.safetensors` and `.pth` models export with numpy
+alone (no torch; a `.pth`'s pickle is read by the restricted unpickler, which runs nothing).
 `export_checkpoint` exports a Checkpoint already open in this process (a model just trained).
 
 The file: opset 21, one graph (built in models/rwkv/onnx_v7.py, or onnx_v5.py for RWKV-5.2
@@ -115,8 +115,8 @@ def export_onnx(weights: TensorSource | Mapping[str, np.ndarray], config: ModelC
 def export_file(model_path: str | os.PathLike, out: str | os.PathLike, precision: str = "fp32", *, kind: str,
                 source: str | None = None, on_start: Callable[[], None] | None = None) -> Path:
     """Export a `safetensors` or `pth` model file (models/formats.py kinds) tensor by tensor, never holding
-    the model whole. A native `.safetensors` needs no torch; a `.pth` is read through torch's memory-mapped,
-    weights-only loader. `source` is the fingerprint stored in the metadata (default: describe_file)."""
+    the model whole, and without torch: both are memory-mapped and read with numpy (a `.pth`'s pickle through
+    the restricted unpickler, which runs nothing). `source` is the fingerprint stored in the metadata (default: describe_file)."""
     model_path = Path(model_path)
     tensors = open_tensors(model_path, kind)
     metadata = {"source": source if source is not None else describe_file(model_path)}

@@ -2,8 +2,11 @@
 
 The native file is one `.safetensors` whose metadata carries the config, the vocabulary
 and the unknown character, so a model is a single file with nothing typed by hand.
-`.pth` files are opened with `torch.load(weights_only=True)`: a pickle that wants to
-import or run anything beyond tensors is refused, never executed.
+
+`load_checkpoint` gives torch tensors: it serves the torch backends and training, which need
+torch anyway, and opens a `.pth` with `torch.load(weights_only=True, mmap=True)` (a pickle that
+wants to import or run anything beyond tensors is refused, never executed). The ONNX Runtime
+path never comes here: it reads model files without torch (models/tensors.py).
 """
 
 from __future__ import annotations

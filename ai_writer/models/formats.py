@@ -24,6 +24,7 @@ from ai_writer.errors import ModelFileError
 from ai_writer.models.aiwriter.restricted_pickle import UnsafePickleError, read_pth
 from ai_writer.models.config import ModelConfig
 from ai_writer.models.onnx_file import read_onnx_metadata
+from ai_writer.models.pth_archive import LEGACY_MAGIC, is_legacy_torch_file, legacy_format_error
 
 KINDS = ("safetensors", "pth", "aiwriter-window", "aiwriter-rnn", "onnx", "aiwriter-window-onnx")
 AIWRITER_KINDS = ("aiwriter-window", "aiwriter-rnn", "aiwriter-window-onnx")
@@ -36,7 +37,7 @@ def recognise(path: str | os.PathLike) -> str:
         raise ModelFileError(f"{path}: no such model file" if not path.exists() else f"{path}: not a file")
     try:
         with open(path, "rb") as f:
-            head = f.read(9)
+            head = f.read(len(LEGACY_MAGIC))
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the file ({exc.strerror})") from None
     if path.suffix.lower() == ".onnx":
@@ -46,6 +47,8 @@ def recognise(path: str | os.PathLike) -> str:
         return _pth_kind(path)
     if head[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header
         return "safetensors"
+    if is_legacy_torch_file(head):
+        raise legacy_format_error(path)
     raise ModelFileError(f"{path}: not a model file (neither a PyTorch checkpoint nor safetensors)")
 
 
@@ -56,7 +59,7 @@ def _pth_kind(path: Path) -> str:
     except UnsafePickleError as exc:
         if exc.saw_legacy_class:
             raise
-        return "pth"  # torch's own safe loader refuses it in its words
+        return "pth"  # its reader (open_tensors, or torch's for the torch backends) refuses it in one line
     except ModelFileError:
         return "pth"
     if "tok_emb.weight" in shapes and "time_out" in shapes:

@@ -31,14 +31,9 @@ def read_state_file(path: str | os.PathLike, config: ModelConfig) -> np.ndarray:
 
     path = Path(path)
     kind = recognise(path)
-    if kind == "safetensors":
+    if kind in ("safetensors", "pth"):
         source = open_tensors(path, kind)
         shapes, read = source.shapes, source.read
-    elif kind == "pth":
-        from ai_writer.models.aiwriter.restricted_pickle import read_pth
-
-        tensors = read_pth(path)
-        shapes, read = {k: v.shape for k, v in tensors.items()}, lambda key: np.asarray(tensors[key], np.float32)
     else:
         raise ModelFileError(f"{path}: not a state file (a .pth or .safetensors of blocks.N.att.time_state)")
     L, H, N = config.n_layer, config.n_head, config.head_size

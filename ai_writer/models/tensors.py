@@ -1,12 +1,13 @@
 """A model file's tensors, read one at a time from a memory-mapped file: what a streaming export needs.
 
 `open_tensors(path)` reads only the header (the safetensors JSON, or the `.pth` pickle through
-torch's memory-mapped, weights-only loader); `source.read(key)` then returns one tensor as a
-fresh float32 array, of which nothing is kept. So a 3 GB bf16 checkpoint is never held in
-memory whole, let alone in float32: the largest single tensor is the bound.
+the restricted unpickler, models/aiwriter/restricted_pickle.py, which runs nothing from it);
+`source.read(key)` then returns one tensor as a fresh float32 array, of which nothing is kept, and
+the mapped pages it was read from are handed back to the OS. So a 3 GB bf16 checkpoint is never
+held in memory whole, let alone in float32: the largest single tensor is the bound.
 
-safetensors are read with numpy alone (F32, F16 and BF16 payloads; bf16 is widened by a shift),
-so a native model exports on a machine without torch.
+Both are read with numpy alone (F32, F16 and BF16 payloads; bf16 is widened by a shift), so a
+model exports on a machine without torch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ai_writer.errors import ModelFileError
+from ai_writer.models.aiwriter.restricted_pickle import read_pth
 
 SAFETENSORS_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8"}  # bf16: its bits, widened on reading
 FLOAT_NAMES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
@@ -104,8 +106,10 @@ def _open_safetensors(path: Path) -> TensorSource:
         if dtype is None:
             raise ModelFileError(f"{path}: tensor {key!r} is {dtypes[key]}, not floating point")
         stored = np.frombuffer(mapped, dtype=dtype, count=(end - begin) // np.dtype(dtype).itemsize, offset=begin)
-        if dtypes[key] == "bfloat16":
-            array = (stored.astype(np.uint32) << 16).view(np.float32).reshape(shapes[key])
+        if dtypes[key] == "bfloat16":  # shifted in place: one float32 array, not two
+            bits = stored.astype(np.uint32)
+            np.left_shift(bits, 16, out=bits)
+            array = bits.view(np.float32).reshape(shapes[key])
         else:
             array = stored.astype(np.float32).reshape(shapes[key])
         del stored
@@ -126,16 +130,17 @@ def _release(mapped, begin: int, end: int) -> None:
 
 
 def _open_pth(path: Path) -> TensorSource:
-    """A `.pth` through torch's weights-only loader, memory-mapped: the pickle can hold nothing but tensors."""
-    from ai_writer.models.checkpoint import read_pth_tensors
-
-    tensors = read_pth_tensors(path)
+    """A `.pth` through the restricted unpickler: its storages memory-mapped, each tensor widened when read."""
+    tensors = read_pth(path, stored=True)
     shapes = {key: tuple(t.shape) for key, t in tensors.items()}
-    dtypes = {key: str(t.dtype).removeprefix("torch.") for key, t in tensors.items()}
+    dtypes = {key: t.dtype for key, t in tensors.items()}
 
     def read(key: str) -> np.ndarray:
         tensor = tensors[key]
-        array = tensor.float().numpy()  # a new float32 array, unless the tensor is float32 already
-        return array.copy() if dtypes[key] == "float32" else array
+        if not tensor.is_float:
+            raise ModelFileError(f"{path}: tensor {key!r} is {tensor.dtype}, not floating point")
+        array = tensor.to_numpy("float32")
+        _release(tensor.mapped, *tensor.span)
+        return array
 
     return TensorSource(path, shapes, dtypes, {}, read, tensors)

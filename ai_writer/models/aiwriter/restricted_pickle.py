@@ -1,12 +1,14 @@
-"""Reading PyTorch `.pth` files without running their pickle: the original AI-Writer releases.
+"""Reading PyTorch `.pth` files without torch and without running their pickle: RWKV checkpoints and the
+original AI-Writer releases alike.
 
-A `.pth` is a zip holding `data.pkl` (a pickle) and raw storages under `data/`. A pickle can
-import and call anything, and the 2022-02-15 release is a whole pickled training module
-(`torch.save(model)`), which `torch.load(weights_only=True)` refuses. This reader unpickles with
-an allow-list (conformance README §3):
+A `.pth` is a zip holding `data.pkl` (a pickle) and raw storages under `data/` (models/pth_archive.py
+maps them). A pickle can import and call anything, and the 2022-02-15 release is a whole pickled
+training module (`torch.save(model)`), which `torch.load(weights_only=True)` refuses. This reader
+unpickles with an allow-list (conformance README §3):
 
-- the tensor rebuild helpers, storage types, `OrderedDict`, `set` resolve to our own inert
-  functions that build numpy arrays from the raw storage bytes;
+- the tensor rebuild helpers (`_rebuild_tensor_v2`, and `_rebuild_tensor_v3` of a byte storage with
+  a dtype), storage types, dtypes, `OrderedDict`, `set` resolve to our own inert functions that
+  make read-only numpy views of the mapped storages;
 - the original classes (`src.model.*`) and `torch.nn.modules.*` resolve to placeholder classes
   that only keep the attribute dict they are given;
 - any other global (`os.system`, `builtins.eval`, ...) stops the read with UnsafePickleError.
@@ -23,7 +25,6 @@ import math
 import pickle
 import pickletools
 import re
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +32,18 @@ from pathlib import Path
 import numpy as np
 
 from ai_writer.errors import ModelFileError
+from ai_writer.models.pth_archive import NUMPY_CODES, PthArchive, StoredTensor, strided_view
 
 MAX_EXTENT = 2**40  # no dimension, stride or offset of a real tensor comes near it
-MAX_PICKLE_BYTES = 64 * 2**20  # a checkpoint's data.pkl holds names and shapes only: kilobytes, never this
 PLACEHOLDER_MODULES = re.compile(r"(src\.model|torch\.nn\.modules(\.\w+)*)")
-STORAGE_DTYPES = {
-    "FloatStorage": "f4", "HalfStorage": "f2", "DoubleStorage": "f8", "BFloat16Storage": "bf16",
-    "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1",
-    "ByteStorage": "u1", "BoolStorage": "b1",
+STORAGE_DTYPES = {  # torch's storage classes -> the dtype of their elements (UntypedStorage: bytes)
+    "FloatStorage": "float32", "HalfStorage": "float16", "DoubleStorage": "float64", "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
+    "ByteStorage": "uint8", "BoolStorage": "bool", "UntypedStorage": "uint8",
+}
+TORCH_DTYPES = {  # the `torch.X` dtypes a `_rebuild_tensor_v3` may name, and their aliases
+    **{name: name for name in NUMPY_CODES}, "float": "float32", "half": "float16", "double": "float64",
+    "long": "int64", "int": "int32", "short": "int16",
 }
 
 
@@ -76,12 +81,50 @@ class _Placeholder:
 
 @dataclass(frozen=True)
 class _StorageType:
-    dtype: str  # a key of STORAGE_DTYPES' values
+    dtype: str  # one of STORAGE_DTYPES' values
+
+
+@dataclass(frozen=True)
+class _DType:
+    name: str  # one of TORCH_DTYPES' values
+
+
+@dataclass(frozen=True)
+class _Storage:
+    """A storage the pickle names (a persistent id): its elements' dtype and count, and the elements
+    themselves, mapped, unless only the shapes are read."""
+
+    dtype: str
+    numel: int
+    flat: StoredTensor | None
+    byteorder: str = "<"
 
 
 def _rebuild_tensor(storage, offset, size, stride, *rest):
-    if not isinstance(storage, (TensorShape, np.ndarray)):
+    """torch._utils._rebuild_tensor_v2: a strided view of `storage` (a _Storage: a StoredTensor, or a
+    TensorShape in a shapes-only read; a bare numpy array: its view), its geometry checked first."""
+    if isinstance(storage, np.ndarray):
+        _check_geometry(storage.size, offset, size, stride)
+        return strided_view(storage, offset, size, stride)
+    if not isinstance(storage, _Storage):
         raise pickle.UnpicklingError("a tensor without a storage")
+    _check_geometry(storage.numel, offset, size, stride)
+    if storage.flat is None:  # shapes-only read: the storage was never mapped
+        return TensorShape(size)
+    return storage.flat.view(offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, *rest):
+    """torch._utils._rebuild_tensor_v3: a byte storage (UntypedStorage) read as elements of `dtype`."""
+    if not (isinstance(storage, _Storage) and storage.dtype == "uint8" and isinstance(dtype, _DType)):
+        raise pickle.UnpicklingError("a tensor without a byte storage and a dtype")
+    itemsize = np.dtype(NUMPY_CODES[dtype.name]).itemsize
+    flat = None if storage.flat is None else storage.flat.retyped(dtype.name, storage.byteorder)
+    return _rebuild_tensor(_Storage(dtype.name, storage.numel // itemsize, flat), offset, size, stride)
+
+
+def _check_geometry(numel: int, offset, size, stride) -> None:
+    """A tensor's size, stride and offset (in elements) lie within a storage of `numel` elements."""
     if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride) <= 16
             and all(type(n) is int for n in (offset, *size, *stride))):
         raise pickle.UnpicklingError("a tensor whose size, stride or offset is not whole numbers")
@@ -89,20 +132,14 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
         raise pickle.UnpicklingError("a tensor with a negative size or stride")
     if any(n > MAX_EXTENT for n in (offset, *size, *stride)):
         raise pickle.UnpicklingError("a tensor whose size, stride or offset is beyond any real tensor's")
-    numel = storage.shape[0] if isinstance(storage, TensorShape) else storage.size
     if math.prod(size) > numel:  # a weight never repeats its storage (stride 0): it would grow without bound
         raise pickle.UnpicklingError(f"a tensor of {math.prod(size)} elements on a storage of {numel}")
     if math.prod(n for n in size if n) > MAX_EXTENT:  # empty, but shaped beyond any real tensor
         raise pickle.UnpicklingError("an empty tensor shaped beyond any real tensor's")
-    if isinstance(storage, TensorShape):  # shapes-only read: the storage was never loaded
-        return TensorShape(size)
-    if size and min(size) > 0:
+    if math.prod(size) > 0:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if last >= storage.size:
+        if last >= numel:
             raise pickle.UnpicklingError("a tensor reaches past the end of its storage")
-    view = np.lib.stride_tricks.as_strided(storage[offset:] if storage.size else storage, size,
-                                           tuple(s * storage.itemsize for s in stride))
-    return view
 
 
 def _rebuild_parameter(data, *rest):
@@ -110,9 +147,9 @@ def _rebuild_parameter(data, *rest):
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, storages, source: str):
+    def __init__(self, data: bytes, archive: PthArchive | None, source: str):
         super().__init__(io.BytesIO(data))
-        self.storages = storages  # key -> np.ndarray, or None for a shapes-only read
+        self.archive = archive  # where the storages are mapped; None in a shapes-only read
         self.source = source
         self.placeholders: dict[tuple[str, str], type] = {}
         self.saw_legacy_class = False
@@ -124,10 +161,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return set if name == "set" else frozenset
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return _rebuild_tensor
+        if module == "torch._utils" and name == "_rebuild_tensor_v3":
+            return _rebuild_tensor_v3
         if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
             return _rebuild_parameter
-        if module in ("torch", "torch.cuda") and name in STORAGE_DTYPES:
+        if module in ("torch", "torch.cuda", "torch.storage") and name in STORAGE_DTYPES:
             return _StorageType(STORAGE_DTYPES[name])
+        if module == "torch" and name in TORCH_DTYPES:
+            return _DType(TORCH_DTYPES[name])
         if PLACEHOLDER_MODULES.fullmatch(module) and name.isidentifier():
             self.saw_legacy_class = self.saw_legacy_class or module == "src.model"
             key = (module, name)
@@ -144,56 +185,36 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType)):
             raise pickle.UnpicklingError(f"unknown persistent id {str(pid)[:60]}")
-        storage_type, key, numel = pid[1], str(pid[2]), pid[4]
+        dtype, key, numel = pid[1].dtype, str(pid[2]), pid[4]
         if type(numel) is not int or numel < 0:
             raise pickle.UnpicklingError("a storage whose size is not a whole number")
-        if self.storages is None:
-            return TensorShape((numel,))
-        return self.storages(key, storage_type.dtype, numel)
+        if self.archive is None:
+            return _Storage(dtype, numel, None)
+        return _Storage(dtype, numel, self.archive.storage(key, dtype, numel), self.archive.byteorder)
 
 
-def read_pth(path: str | Path, *, shapes_only: bool = False) -> dict[str, np.ndarray | TensorShape]:
-    """The named tensors of a `.pth` (a plain dict, or a pickled module's state dict), as float32
-    numpy arrays; with shapes_only, only their shapes (reads data.pkl, no storage bytes)."""
+def read_pth(path: str | Path, *, shapes_only: bool = False,
+             stored: bool = False) -> dict[str, np.ndarray | TensorShape | StoredTensor]:
+    """The named tensors of a `.pth` (a plain dict, or a pickled module's state dict), as new float32
+    numpy arrays. With stored, as the file stores them (StoredTensor: read-only views of the mapped file,
+    bfloat16 as its bits; nothing read yet); with shapes_only, only their shapes (no storage touched)."""
     path = Path(path)
+    archive = PthArchive(path)
+    _check_memo(archive.pickle, path)
+    unpickler = _RestrictedUnpickler(archive.pickle, None if shapes_only else archive, str(path))
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelFileError(f"{path}: not a PyTorch checkpoint, or a truncated or corrupt one (not a zip archive: {exc})") from None
-    with archive:
-        names = archive.namelist()
-        pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise ModelFileError(f"{path}: not a PyTorch checkpoint (no single data.pkl in the archive)")
-        folder = pickles[0][: -len("data.pkl")]
-        order = archive.read(folder + "byteorder").decode().strip() if folder + "byteorder" in names else "little"
-        if order not in ("little", "big"):
-            raise ModelFileError(f"{path}: unknown byte order {order[:20]!r}")
-        endian = "<" if order == "little" else ">"
-        loaded: dict[str, np.ndarray] = {}
-
-        def storage(key: str, dtype: str, numel: int) -> np.ndarray:
-            if key not in loaded:
-                loaded[key] = _read_storage(archive, f"{folder}data/{key}", dtype, endian, numel, path)
-            return loaded[key]
-
-        pickled = archive.read(pickles[0]) if archive.getinfo(pickles[0]).file_size <= MAX_PICKLE_BYTES else None
-        if pickled is None:
-            raise ModelFileError(f"{path}: its data.pkl is over {MAX_PICKLE_BYTES // 2**20} MB: not a checkpoint's")
-        _check_memo(pickled, path)
-        unpickler = _RestrictedUnpickler(pickled, None if shapes_only else storage, str(path))
-        try:
-            root = unpickler.load()
-        except ModelFileError:  # UnsafePickleError included
-            raise
-        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError,
-                RecursionError, zipfile.BadZipFile, OSError) as exc:
-            raise ModelFileError(f"{path}: cannot read the checkpoint (truncated or corrupt?): "
-                                 f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        root = unpickler.load()
+    except ModelFileError:  # UnsafePickleError included
+        raise
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError,
+            RecursionError, OSError) as exc:
+        raise ModelFileError(f"{path}: cannot read the checkpoint (truncated or corrupt?): "
+                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
     tensors = _named_tensors(root, path)
-    if shapes_only:
+    if shapes_only or stored:
         return tensors
-    return {key: _as_float32(value) for key, value in tensors.items()}
+    return {key: value.to_numpy("float32") if value.is_float else value.array.astype(np.float32, order="C")
+            for key, value in tensors.items()}
 
 
 def _check_memo(data: bytes, path: Path) -> None:
@@ -216,34 +237,6 @@ def _check_memo(data: bytes, path: Path) -> None:
                              f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
-def _read_storage(archive, name, dtype, endian, numel, path) -> np.ndarray:
-    try:
-        info = archive.getinfo(name)
-    except KeyError:
-        raise ModelFileError(f"{path}: the checkpoint lacks its storage {name}") from None
-    itemsize = 2 if dtype == "bf16" else np.dtype(dtype).itemsize
-    if info.file_size != numel * itemsize:
-        raise ModelFileError(f"{path}: storage {name} holds {info.file_size} bytes, expected {numel * itemsize}")
-    # Before allocating: the bytes must be in the file. PyTorch stores storages uncompressed; a deflated one
-    # could claim gigabytes in a few kilobytes.
-    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
-        raise ModelFileError(f"{path}: storage {name} is compressed; PyTorch checkpoints store tensors as they are")
-    if info.header_offset + info.file_size > Path(path).stat().st_size:
-        raise ModelFileError(f"{path}: storage {name} reaches past the end of the file (truncated?)")
-    raw = np.empty(info.file_size, dtype=np.uint8)
-    try:
-        with archive.open(info) as f:
-            got = f.readinto(memoryview(raw))
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ModelFileError(f"{path}: cannot read storage {name} (truncated or corrupt?): {exc}") from None
-    if got != info.file_size:
-        raise ModelFileError(f"{path}: storage {name} is truncated")
-    if dtype == "bf16":  # bfloat16 is the top half of a float32
-        halves = raw.view(endian + "u2").astype(np.uint32)
-        return (halves << 16).view(np.float32)
-    return raw.view(endian + dtype)
-
-
 def _named_tensors(root, path: Path) -> dict:
     if isinstance(root, dict) and isinstance(root.get("state_dict"), dict):
         root = root["state_dict"]
@@ -252,7 +245,7 @@ def _named_tensors(root, path: Path) -> dict:
         _walk_module(root, "", tensors, path, depth=0)
         return tensors
     if isinstance(root, dict) and root and all(isinstance(k, str) for k in root) and all(
-            isinstance(v, (np.ndarray, TensorShape)) for v in root.values()):
+            isinstance(v, (StoredTensor, TensorShape)) for v in root.values()):
         return dict(root)
     raise ModelFileError(f"{path}: not a checkpoint of named tensors")
 
@@ -267,7 +260,7 @@ def _walk_module(module: _Placeholder, prefix: str, out: dict, path: Path, depth
         for name, value in (attributes.get(group) or {}).items():
             if value is None or (group == "_buffers" and name in skip):
                 continue
-            if not isinstance(value, (np.ndarray, TensorShape)):
+            if not isinstance(value, (StoredTensor, TensorShape)):
                 raise ModelFileError(f"{path}: {prefix}{name} is not a tensor")
             out[prefix + name] = value
     for name, child in (attributes.get("_modules") or {}).items():
@@ -276,9 +269,3 @@ def _walk_module(module: _Placeholder, prefix: str, out: dict, path: Path, depth
         if not isinstance(child, _Placeholder):
             raise ModelFileError(f"{path}: sub-module {prefix}{name} is not a module")
         _walk_module(child, f"{prefix}{name}.", out, path, depth + 1)
-
-
-def _as_float32(value: np.ndarray) -> np.ndarray:
-    if value.dtype == np.float32 and value.flags.c_contiguous and value.dtype.isnative:
-        return value
-    return np.ascontiguousarray(value, dtype=np.float32)
