@@ -16,12 +16,14 @@ from pathlib import Path
 import click
 
 from ai_writer import __version__
-from ai_writer.cli.options import EXIT_ERROR, model_options, open_model, sampling_options, template_option
+from ai_writer.cli.options import (EXIT_ERROR, guard_options, model_options, open_model, sampling_options,
+                                   steering_options, template_option)
 from ai_writer.cli.cache import cache_group
+from ai_writer.cli.remote import remote_options, write_remote
 from ai_writer.cli.model import export_group, info_command
 from ai_writer.cli.serve import serve_command
 from ai_writer.cli.train import eval_command, train_command
-from ai_writer.errors import AiWriterError, InputTextError
+from ai_writer.errors import AiWriterError, InputTextError, torch_missing
 from ai_writer.cli.repl import repl_command
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.text.templates import template_named
@@ -52,11 +54,15 @@ def cli():
               help="jsonl: one JSON object per line, for programs.")
 @click.option("--no-stream", is_flag=True, help="Print each continuation only when it is complete.")
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr.")
+@guard_options
+@steering_options
+@remote_options
 @model_options
 @template_option
 @sampling_options
-def continue_command(file, length, runs, stop, seed, raw, output_format, no_stream, quiet, model, vocab, unknown_char,
-                     backend, precision, threads, template, **sampling):
+def continue_command(file, length, runs, stop, seed, raw, output_format, no_stream, quiet, guards, steering,
+                     steering_given, remote, model, vocab, unknown_char, backend, precision, threads, template,
+                     **sampling):
     """Continue the opening in FILE (or stdin) and stream the new text to stdout.
 
     \b
@@ -64,9 +70,17 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
     blank lines removed, a newline put in front) unless --raw is given.
 
     \b
+    Banned phrases (--ban, --ban-file) are never written, and a loop (the same span
+    written 3 times in a row) is undone: the model is rewound to before it and writes
+    something else; stderr says how often that happened.
+
+    \b
     Examples:
       ai-writer continue --len 500 < opening.txt
       ai-writer continue opening.txt --runs 3 --seed 42 --format jsonl
+      ai-writer continue opening.txt --ban 不知道 --ban-file cliches.txt
+      ai-writer continue chapter.txt --memory premise.txt --lore world.json --note "下一段写主角离开京城"
+      ai-writer continue --remote http://big-machine:8266 < opening.txt
     """
     import numpy as np
 
@@ -79,14 +93,22 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
     if not opening.strip():
         raise InputTextError(f"{_name(file)}: the opening is empty; give some text to continue")
     context = opening if raw else clean_opening(opening)
-    loaded = open_model(model, vocab, unknown_char, backend, precision, threads, quiet=quiet)
     seed = secrets.randbelow(2**31) if seed is None else seed
+    if remote is not None:  # written by a server: no local model
+        write_remote(remote, context, _Output(output_format, runs, stream=not no_stream, seed=seed), length=length,
+                     runs=runs, settings=settings, seed=seed, stop=stop, bans=guards.bans, quiet=quiet,
+                     steering=steering, template=template, extra={"loop_guard": guards.loop_guard})
+        return
+    loaded = open_model(model, vocab, unknown_char, backend, precision, threads, quiet=quiet)
     status = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     status(f"ai-writer: {loaded.describe()}; seed {seed}")
+    unknown = _unknown_characters(loaded.tokenizer, context)
+    if unknown:
+        status(f"ai-writer: {unknown}")
 
-    generator = Generator(loaded.backend, loaded.tokenizer, settings)
+    generator = Generator(loaded.backend, loaded.tokenizer, settings, guards)
     began = time.perf_counter()
-    start = _prefill(generator, template.wrap(context), progress=not quiet and sys.stderr.isatty())
+    start = _read_opening(generator, context, template, steering, progress=not quiet and sys.stderr.isatty())
     prefill_s = time.perf_counter() - began
     results: list[RunResult] = []
     out = _Output(output_format, runs, stream=not no_stream, seed=seed)
@@ -101,6 +123,54 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
     elapsed = time.perf_counter() - began - prefill_s
     status(f"ai-writer: read {len(context)} characters ({start.n_tokens} tokens) in {prefill_s:.2f} s, "
            f"wrote {out.total_chars} in {elapsed:.2f} s ({out.total_chars / max(elapsed, 1e-9):.1f} characters/s)")
+    if out.rewinds:
+        status(f"ai-writer: {_rewinds_line(out.rewinds, out.loop_rewinds)}")
+
+
+def _rewinds_line(rewinds: int, loops: int) -> str:
+    """E.g. "4 rewinds: 3 for banned phrases, 1 for a loop"."""
+    def count(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    parts = [count(rewinds - loops, "for a banned phrase", "for banned phrases") if rewinds - loops else "",
+             count(loops, "for a loop", "for loops") if loops else ""]
+    return f"{count(rewinds, 'rewind', 'rewinds')}: {', '.join(p for p in parts if p)}"
+
+
+def _read_opening(generator, context: str, template, steering, *, progress: bool):
+    """The state to write from after the opening: with a steering block, the block is read between the opening
+    before its last paragraph and that paragraph (story/steering.py), else the opening in one read."""
+    import dataclasses
+
+    from ai_writer.generation.guards import MAX_PHRASE_CHARS
+    from ai_writer.generation.reading import Reader
+    from ai_writer.generation.steering import BlockCache, read_steered
+    from ai_writer.story.steering import paragraph_start
+
+    block = steering.block(context)
+    if not block:
+        return _prefill(generator, template.wrap(context), progress=progress)
+    reader = Reader(generator.backend, generator.tokenizer, template)
+    cut = paragraph_start(context)
+    before = _prefill(generator, template.before + context[:cut], progress=progress) if cut else None
+    start = reader.writing_start(read_steered(reader, BlockCache(), before, block, context[cut:]))
+    return dataclasses.replace(start, text_tail=context[-MAX_PHRASE_CHARS:])  # bans may begin in the story
+
+
+def _unknown_characters(tokenizer, text: str) -> str:
+    """A status line naming the characters of `text` the model's vocabulary lacks (read as the unknown
+    character), or "" when there are none or the tokenizer reads every character (the world tokenizer)."""
+    missing = getattr(tokenizer, "missing_characters", None)
+    if missing is None:
+        return ""
+    counts = missing(text)
+    if not counts:
+        return ""
+    total = sum(counts.values())
+    shown = " ".join(char if char.isprintable() else f"U+{ord(char):04X}" for char in list(counts)[:20])
+    more = f" and {len(counts) - 20} more" if len(counts) > 20 else ""
+    return (f"{total} character{'s' if total != 1 else ''} of the opening {'are' if total != 1 else 'is'} not in "
+            f"the model's vocabulary and read as unknown ({len(counts)} distinct: {shown}{more})")
 
 
 def _prefill(generator, text: str, *, progress: bool):
@@ -108,6 +178,7 @@ def _prefill(generator, text: str, *, progress: bool):
     segments of whole backend prefill segments, so the state is the one a single read gives."""
     from ai_writer.backends.base import PREFILL_SEGMENT
     from ai_writer.generation.decode import Prefilled
+    from ai_writer.generation.guards import MAX_PHRASE_CHARS
 
     segment = 16 * PREFILL_SEGMENT
     if not progress or len(text) <= segment:
@@ -126,7 +197,8 @@ def _prefill(generator, text: str, *, progress: bool):
         for begin in range(0, len(ids), segment):
             logits, state = generator.backend.forward([ids[begin : begin + segment]], state)
             bar.update(task, completed=min(begin + segment, len(ids)))
-    return Prefilled(state=state, logits=logits[0], last_token=ids[-1], n_tokens=len(ids))
+    return Prefilled(state=state, logits=logits[0], last_token=ids[-1], n_tokens=len(ids),
+                     text_tail=text[-MAX_PHRASE_CHARS:])
 
 
 class _Output:
@@ -137,6 +209,7 @@ class _Output:
         self.pending: dict[int, list[str]] = {run: [] for run in range(runs)}
         self.done: dict[int, object] = {}
         self.total_chars = 0
+        self.rewinds = self.loop_rewinds = 0  # of all runs
         self.next_run = 0  # in text mode, runs are printed in order
 
     def chunk(self, run: int, text: str) -> None:
@@ -150,9 +223,11 @@ class _Output:
             self.pending[run].append(text)
 
     def finished(self, result) -> None:
+        self.rewinds += result.rewinds
+        self.loop_rewinds += result.loop_rewinds
         if self.format == "jsonl":
             record = {"run": result.run, "done": True, "text": result.text, "chars": len(result.text),
-                      "finish_reason": result.finish_reason, "seed": self.seed}
+                      "finish_reason": result.finish_reason, "seed": self.seed, "rewinds": result.rewinds}
             self._write(json.dumps(record, ensure_ascii=False) + "\n")
             return
         self.done[result.run] = result
@@ -271,6 +346,11 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="ai-writer", standalone_mode=False)
     except AiWriterError as exc:
         click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "torch":
+            raise  # a bug, or a broken install: its traceback shows
+        click.echo(f"Error: {torch_missing('this command')}", err=True)  # the torch backends and training need it
         sys.exit(EXIT_ERROR)
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)

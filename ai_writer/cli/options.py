@@ -10,7 +10,12 @@ from pathlib import Path
 import click
 
 from ai_writer.backends.select import BACKENDS, DEFAULT_THREADS_HELP as THREADS_HELP, PRECISIONS
+from ai_writer.generation.guards import (LOOP_MAX_PERIOD, LOOP_MIN_CHARS, LOOP_MIN_COPIES, MAX_PHRASE_CHARS,
+                                         MAX_PHRASES, Guards, read_ban_file)
+from ai_writer.errors import InputTextError
 from ai_writer.generation.sampler import SamplerSettings
+from ai_writer.story.lorebook import DEFAULT_SCAN
+from ai_writer.story.steering import MAX_SCAN
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR
 
 EXIT_ERROR = 2
@@ -147,6 +152,75 @@ def sampling_options(command):
             flag, name, type=kind, default=getattr(defaults, name), show_default=True, help=f"{text} [{valid}]"
         )(command)
     return command
+
+
+def _phrase(ctx, param, values):
+    """--ban: each phrase must hold something besides whitespace."""
+    for value in values:
+        if not value.strip():
+            raise click.BadParameter("the phrase is empty", ctx, param)
+    return values
+
+
+def guard_options(command):
+    """--ban, --ban-file and --no-loop-guard, handed to the command as its one `guards` argument (a Guards)."""
+
+    @click.option("--ban", "bans", metavar="TEXT", multiple=True, callback=_phrase,
+                  help=f"Never write this phrase (repeatable; at most {MAX_PHRASES}, {MAX_PHRASE_CHARS} characters "
+                  f"each): the model is rewound and writes something else.")
+    @click.option("--ban-file", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Never write the phrases of this UTF-8 file: one a line; blank lines and lines starting "
+                  "with # are skipped.")
+    @click.option("--no-loop-guard", is_flag=True,
+                  help=f"Let the model repeat itself: by default a span of up to {LOOP_MAX_PERIOD} characters "
+                  f"written {LOOP_MIN_COPIES} times in a row (at least {LOOP_MIN_CHARS} characters) is undone.")
+    @functools.wraps(command)
+    def wrapper(*args, bans=(), ban_file=None, no_loop_guard=False, **kwargs):
+        phrases = [*bans, *(read_ban_file(ban_file) if ban_file is not None else [])]
+        return command(*args, guards=Guards.from_phrases(phrases, loop_guard=not no_loop_guard), **kwargs)
+
+    return wrapper
+
+
+def steering_options(command):
+    """--memory, --note, --lore and --lore-scan, handed to the command as `steering` (a story.steering.Steering)
+    and `steering_given` (the names of the parts the command line gave, which win over a saved session's)."""
+
+    @click.option("--memory", "memory_file", type=click.Path(dir_okay=False, path_type=Path),
+                  help="A UTF-8 text file whose text is the memory (premise, characters, setting): read before "
+                  "the paragraph the model continues, never part of the story.")
+    @click.option("--note", help="The author's note: a short direction read just before the paragraph.")
+    @click.option("--lore", "lore_file", type=click.Path(dir_okay=False, path_type=Path),
+                  help="A lorebook: 'key, key: text' lines, or JSON world info (KoboldAI, SillyTavern, character "
+                  "cards); an entry is read when a key appears in the recent story.")
+    @click.option("--lore-scan", type=click.IntRange(min=1, max=MAX_SCAN), default=DEFAULT_SCAN, show_default=True,
+                  help="Characters at the end of the story searched for lore keys.")
+    @functools.wraps(command)
+    def wrapper(*args, memory_file=None, note=None, lore_file=None, lore_scan=DEFAULT_SCAN, **kwargs):
+        from ai_writer.story.lorebook import read_lorebook
+        from ai_writer.story.steering import Steering
+
+        parts: dict = {}
+        if memory_file is not None:
+            parts["memory"] = _text_file(memory_file, "memory").strip()
+        if note is not None:
+            parts["note"] = note.strip()
+        if lore_file is not None:
+            parts["lorebook"] = read_lorebook(lore_file)
+        if lore_scan != DEFAULT_SCAN:
+            parts["scan"] = lore_scan
+        return command(*args, steering=Steering(**parts), steering_given=frozenset(parts), **kwargs)
+
+    return wrapper
+
+
+def _text_file(path: Path, what: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise InputTextError(f"{path}: no such {what} file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputTextError(f"{path}: cannot read the {what} as UTF-8 text ({exc})") from None
 
 
 def open_model(model, vocab: VocabOptions | Path | None, unknown_char, backend, precision, threads,
