@@ -141,3 +141,50 @@ def test_a_write_costs_the_block_and_the_paragraph_whatever_the_story(model):
     assert costs[0] == block_tokens  # the story ends a paragraph: the block alone is read
     assert costs[1] == block_tokens + len(model.tokenizer.encode("黛玉道：“我不去。”\n"))  # + the new paragraph
     assert costs[2] == 0  # the same block from the same snapshot: nothing is read again
+
+
+def _continue(*args: str, stdin: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    from helpers import ROOT, cli_env
+
+    return subprocess.run([sys.executable, "-m", "ai_writer", "continue", *args], input=stdin, capture_output=True,
+                          text=True, cwd=ROOT, env=cli_env(), timeout=300)
+
+
+def test_continue_reads_the_block_before_the_last_paragraph(model, tmp_path):
+    """`continue --memory --lore --note` writes what reading story-before + block + paragraph gives (same seed)."""
+    from ai_writer.text.cleanup import clean_opening
+
+    (tmp_path / "memory.txt").write_text(STEERING.memory + "\n", encoding="utf-8")
+    (tmp_path / "lore.txt").write_text("宝玉: 贾宝玉衔玉而生，住在怡红院。\n*: 时值深秋。\n", encoding="utf-8")
+    opening = "林黛玉笑道：“你们在说什么？”\n宝玉听了，忙起身道：“妹妹来得正好。”\n黛玉"
+    done = _continue("--memory", str(tmp_path / "memory.txt"), "--lore", str(tmp_path / "lore.txt"), "--note",
+                     STEERING.note, "--seed", "7", "--len", "60", "--backend", "cpu", stdin=opening)
+    assert done.returncode == 0, done.stderr
+    _, reader, generator = _writer(model)
+    story = clean_opening(opening)
+    cut = paragraph_start(story)
+    start = reader.feed(reader.feed(reader.feed(None, story[:cut]), STEERING.block(story)), story[cut:])
+    assert done.stdout == "".join(c.text for c in generator.stream(start, max_chars=60, rng=np.random.default_rng(7)))
+    plain = _continue("--seed", "7", "--len", "60", "--backend", "cpu", stdin=opening)
+    assert plain.stdout != done.stdout and STEERING.note not in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lore", "/nonexistent/lore.txt"], "no such lorebook file"),
+    (["--memory", "/nonexistent/memory.txt"], "no such memory file"),
+    (["--lore-scan", "0"], "--lore-scan"),
+])
+def test_continue_steering_bad_input_is_one_line(args, message):
+    done = _continue(*args, stdin="林黛玉笑道")
+    assert done.returncode == 2 and message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_continue_names_the_characters_outside_the_vocabulary():
+    done = _continue("--seed", "1", "--len", "5", stdin="Kevin拿着iPhone喝咖啡")
+    assert done.returncode == 0
+    line = next(line for line in done.stderr.splitlines() if "not in the model's vocabulary" in line)
+    assert "K" in line and "咖" in line and "啡" in line
