@@ -104,6 +104,16 @@ stops = st.one_of(st.text(max_size=300), st.lists(st.text(max_size=300), max_siz
 SAMPLING = ("temperature", "top_p", "top_p_newline", "allow_p", "top_k", "presence_penalty", "frequency_penalty",
             "penalty_decay")
 
+lore_entries = st.lists(st.fixed_dictionaries({}, optional={
+    "keys": st.one_of(st.lists(any_text, max_size=3), any_text, values), "key": st.one_of(any_text, values),
+    "text": st.one_of(any_text, values), "content": st.one_of(any_text, values), "secondary": values,
+    "keysecondary": values, "constant": values, "disable": values, "enabled": values, "selective": values}), max_size=3)
+STEERING = {"memory": st.one_of(any_text, values), "note": st.one_of(any_text, values),
+            "lore": st.one_of(lore_entries, st.fixed_dictionaries({"entries": st.one_of(
+                lore_entries, st.dictionaries(any_text, values, max_size=3), values)}), values),
+            "lore_scan": numbers, "ban": st.one_of(st.lists(any_text, max_size=4), values),
+            "loop_guard": st.one_of(st.booleans(), values)}
+
 continue_bodies = st.fixed_dictionaries({}, optional={
     "text": st.one_of(st.text(max_size=60), values),
     "settings": st.one_of(st.fixed_dictionaries({}, optional={
@@ -112,12 +122,13 @@ continue_bodies = st.fixed_dictionaries({}, optional={
     "variants": numbers,
     "stream": st.one_of(st.booleans(), values),
     "colour": values,
+    **STEERING,
 })
 completion_bodies = st.fixed_dictionaries({}, optional={
     "prompt": st.one_of(st.text(max_size=60), st.lists(st.text(max_size=20), max_size=20), values),
     "max_tokens": numbers, "n": numbers, "seed": numbers, "stop": stops, "stream": st.one_of(st.booleans(), values),
     "model": values, "echo": values, "logprobs": values, "best_of": values, "suffix": values, "logit_bias": values,
-    **{name: numbers for name in SAMPLING}})
+    **{name: numbers for name in SAMPLING}, **STEERING})
 
 
 def raw_post(path: str, body: bytes, extra: bytes = b"") -> bytes:

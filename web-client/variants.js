@@ -1,4 +1,5 @@
-// The side-by-side cards that N variants stream into; a click on a finished card picks it.
+// The side-by-side cards that N variants stream into; a click on a finished card picks it. A rewrite of a selected
+// passage puts the passage itself first, as the card that keeps it.
 
 export class VariantCards {
   constructor(section, container, onPick) {
@@ -6,29 +7,46 @@ export class VariantCards {
     this.container = container;
     this.onPick = onPick;
     this.cards = [];
+    this.original = null;
   }
 
-  /** Show `count` empty cards titled by `title(n)` (n from 1). */
-  open(count, title) {
+  /**
+   * Show `count` empty cards titled by `title(n)` (n from 1); `original` ({title, text}), if given, comes first and
+   * can be picked at once (onPick(-1, text)).
+   */
+  open(count, title, original = null) {
     this.container.replaceChildren();
     this.cards = [];
+    this.original = null;
+    if (original) {
+      const { element, body } = this.card(original.title, "original");
+      element.disabled = false;
+      body.textContent = original.text;
+      element.addEventListener("click", () => this.onPick(-1, original.text));
+      this.original = element;
+    }
     for (let index = 0; index < count; index += 1) {
-      const card = document.createElement("button");
-      card.type = "button";
-      card.className = "card";
-      card.disabled = true;
-      card.dataset.variant = String(index);
-      const heading = document.createElement("span");
-      heading.className = "card-title";
-      heading.textContent = title(index + 1);
-      const body = document.createElement("span");
-      body.className = "card-text";
-      card.append(heading, body);
-      card.addEventListener("click", () => this.onPick(index, this.cards[index].text));
-      this.container.append(card);
-      this.cards.push({ element: card, body, text: "" });
+      const { element, body } = this.card(title(index + 1), String(index));
+      element.addEventListener("click", () => this.onPick(index, this.cards[index].text));
+      this.cards.push({ element, body, text: "" });
     }
     this.section.hidden = false;
+  }
+
+  card(heading, variant) {
+    const element = document.createElement("button");
+    element.type = "button";
+    element.className = variant === "original" ? "card original" : "card";
+    element.disabled = true;
+    element.dataset.variant = variant;
+    const title = document.createElement("span");
+    title.className = "card-title";
+    title.textContent = heading;
+    const body = document.createElement("span");
+    body.className = "card-text";
+    element.append(title, body);
+    this.container.append(element);
+    return { element, body };
   }
 
   append(index, text) {
@@ -48,15 +66,21 @@ export class VariantCards {
     for (const card of this.cards) card.element.disabled = false;
   }
 
-  retitle(title) {
+  retitle(title, originalTitle) {
     this.cards.forEach((card, index) => {
       card.element.querySelector(".card-title").textContent = title(index + 1);
     });
+    if (this.original) this.original.querySelector(".card-title").textContent = originalTitle;
+  }
+
+  get isOpen() {
+    return !this.section.hidden;
   }
 
   close() {
     this.section.hidden = true;
     this.container.replaceChildren();
     this.cards = [];
+    this.original = null;
   }
 }

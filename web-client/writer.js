@@ -22,14 +22,13 @@ export function planRewrite(story, last) {
 }
 
 /**
- * The story after choosing a variant. `replacing` is the written part a rewrite means to
- * replace ("" for a continue): it gives way to the variant if the story still ends with it;
- * otherwise the variant goes at the end and the writer's text stays as it is.
- * Returns the new story and the new `last`.
+ * Where a chosen variant goes: the range of `story` it takes the place of. `replacing` is the written part a rewrite
+ * means to replace ("" for a continue): it gives way to the variant if the story still ends with it; otherwise the
+ * variant goes at the end and the writer's text stays as it is.
  */
-export function insertVariant(story, variant, replacing = "") {
-  const keep = replacing && story.endsWith(replacing) ? story.slice(0, story.length - replacing.length) : story;
-  return { story: keep + variant, last: { written: variant } };
+export function variantPlace(story, replacing = "") {
+  const start = replacing && story.endsWith(replacing) ? story.length - replacing.length : story.length;
+  return { start, end: story.length };
 }
 
 /** Characters as a writer counts them: code points, so an emoji or a rare CJK character is one. */

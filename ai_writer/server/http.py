@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
+from ai_writer.generation import presets
 from ai_writer.generation.sampler import SamplerSettings
-from ai_writer.server.requests import ApiError, JobSpec, completions_spec, continue_spec, parse_json
+from ai_writer.server.requests import (MAX_STOP_CHARS, MAX_STOPS, ApiError, JobSpec, completions_spec, continue_spec,
+                                       limits, parse_json, setting_ranges)
 from ai_writer.server.worker import InferenceWorker, Job
 
 FLUSH_INTERVAL = 0.04  # seconds: streamed text goes out at most this often per request (25 updates/s)
@@ -86,7 +88,11 @@ def get_healthz(request: Handler) -> None:
 def get_info(request: Handler) -> None:
     settings = request.server.settings
     request._send_json(200, {**settings.info, "defaults": {"length": settings.default_chars,
-                                                             **settings.defaults.as_dict()}})
+                                                             **settings.defaults.as_dict()},
+                             "ranges": setting_ranges(request.server.worker.max_batch),
+                             "stop": {"strings": MAX_STOPS, "chars": MAX_STOP_CHARS},
+                             "presets": presets.as_json(),
+                             "steering": limits()})
 
 
 def get_models(request: Handler) -> None:
@@ -389,7 +395,7 @@ class Handler(BaseHTTPRequestHandler):
             if event[0] == "chunk":
                 self._sse({"variant": event[1], "text": event[2]}, "chunk")
             elif event[0] == "finish":
-                self._sse({"variant": event[1], "finish_reason": event[2]}, "finish")
+                self._sse({"variant": event[1], "finish_reason": event[2], "rewinds": event[3]}, "finish")
             elif event[0] == "done":
                 self._sse({"variants": event[1]["choices"], **_totals(event[1])}, "done")
             else:
@@ -406,15 +412,17 @@ class Handler(BaseHTTPRequestHandler):
         if not spec.stream:
             summary = self._collect(job)
             choices = [{"text": c["text"], "index": c["index"], "logprobs": None,
-                        "finish_reason": c["finish_reason"]} for c in summary["choices"]]
+                        "finish_reason": c["finish_reason"], "rewinds": c["rewinds"]} for c in summary["choices"]]
             self._send_json(200, {**base, "choices": choices, "usage": _usage(summary)})
             return
         self._start_stream()
         for event in self._events(job):
-            if event[0] in ("chunk", "finish"):
-                text, reason = (event[2], None) if event[0] == "chunk" else ("", event[2])
-                self._sse({**base, "choices": [{"text": text, "index": event[1], "logprobs": None,
-                                                "finish_reason": reason}]})
+            if event[0] == "chunk":
+                self._sse({**base, "choices": [{"text": event[2], "index": event[1], "logprobs": None,
+                                                "finish_reason": None}]})
+            elif event[0] == "finish":  # rewinds: an extension, as on the answer without streaming
+                self._sse({**base, "choices": [{"text": "", "index": event[1], "logprobs": None,
+                                                "finish_reason": event[2], "rewinds": event[3]}]})
             elif event[0] == "error":
                 self._sse(event[1].body())
         self._write_raw(b"data: [DONE]\n\n")

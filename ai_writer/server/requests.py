@@ -3,6 +3,11 @@
 Two request shapes: ai-writer's own `POST /api/continue` and OpenAI's `POST /v1/completions`.
 Both become a `JobSpec`; this module knows nothing of sockets or the model. Wrong JSON or
 wrong types are 400, settings out of range 422, the OpenAI features we cannot honour 422.
+
+Both take the same steering fields (DESIGN.md §11): `memory` and `note` (text), `lore` (lorebook
+entries in any shape `Lorebook.from_json` reads: ours, KoboldAI's or SillyTavern's), `lore_scan`
+(characters of the prompt's end searched for lore keys), `ban` (phrases never written) and
+`loop_guard` (rewind out of a loop; on by default). `limits()` lists their bounds for GET /api/info.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from ai_writer.text.cleanup import clean_opening
-from ai_writer.errors import SettingsError
+from ai_writer.errors import InputTextError, SettingsError
+from ai_writer.generation.guards import MAX_PHRASE_CHARS, MAX_PHRASES, Guards
 from ai_writer.generation.sampler import SamplerSettings
+from ai_writer.story import lorebook
+from ai_writer.story.steering import MAX_MEMORY_CHARS, MAX_NOTE_CHARS, MAX_SCAN, Steering
+from ai_writer.text.cleanup import clean_opening
 
 MAX_CHARS = 10_000  # longest continuation one request may ask for
 MAX_RUNS = 16  # variants (n) per prompt
@@ -22,6 +30,7 @@ MAX_PROMPTS = 16  # prompts in one OpenAI request
 MAX_STOPS = 4  # stop strings in one request
 MAX_STOP_CHARS = 256  # characters in one stop string
 SAMPLING_NAMES = tuple(SamplerSettings.RANGES)
+STEERING_NAMES = ("memory", "note", "lore", "lore_scan", "ban", "loop_guard")
 
 
 class ApiError(Exception):
@@ -54,6 +63,8 @@ class JobSpec:
     stop: tuple[str, ...] = ()
     stream: bool = True
     extras: dict[str, Any] = field(default_factory=dict)  # echoed back (e.g. the OpenAI model name)
+    steering: Steering = field(default_factory=Steering)  # memory, note, lore: read before each prompt's paragraph
+    guards: Guards = field(default_factory=Guards)  # banned phrases, the loop guard
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -84,7 +95,7 @@ def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars
 
     `max_rows`: the most continuations one request may ask for (the server's --batch).
     """
-    _only(body, {"text", "settings", "variants", "stream"}, "")
+    _only(body, {"text", "settings", "variants", "stream", *STEERING_NAMES}, "")
     text = _typed(body, "text", str, None, "")
     settings = _typed(body, "settings", dict, {}, "") or {}
     _only(settings, {"length", "seed", "raw", "stop", *SAMPLING_NAMES}, "settings.")
@@ -100,6 +111,7 @@ def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars
         seed=_seed(settings, "settings."),
         stop=_stops(settings.get("stop"), "settings.stop"),
         stream=_typed(body, "stream", bool, True, ""),
+        **_steering(body),
     )
 
 
@@ -140,7 +152,69 @@ def completions_spec(body: dict[str, Any], defaults: SamplerSettings, model_id: 
         stop=_stops(body.get("stop"), "stop"),
         stream=_typed(body, "stream", bool, False, ""),
         extras={"model": model},
+        **_steering(body),
     )
+
+
+def limits() -> dict[str, Any]:
+    """The bounds of the steering fields, as GET /api/info shows them."""
+    return {"memory_chars": MAX_MEMORY_CHARS, "note_chars": MAX_NOTE_CHARS, "lore_entries": lorebook.MAX_ENTRIES,
+            "lore_entry_chars": lorebook.MAX_ENTRY_CHARS, "lore_keys": lorebook.MAX_KEYS,
+            "lore_key_chars": lorebook.MAX_KEY_CHARS, "lore_scan": {"default": lorebook.DEFAULT_SCAN, "max": MAX_SCAN},
+            "ban_phrases": MAX_PHRASES, "ban_chars": MAX_PHRASE_CHARS}
+
+
+def setting_ranges(max_rows: int = MAX_RUNS) -> dict[str, dict[str, Any]]:
+    """The valid values of `POST /api/continue`'s `settings` and `variants`, as GET /api/info shows them:
+    {name: {"min", "max" (None: no limit), "integer"}}; the sampling ones come from SamplerSettings.RANGES.
+    `max_rows`: the most continuations one request may ask for (the server's --batch)."""
+    defaults = SamplerSettings()
+    ranges = {"length": _range(1, MAX_CHARS, True)}
+    for name, (low, high) in SamplerSettings.RANGES.items():
+        ranges[name] = _range(low, high, isinstance(getattr(defaults, name), int))
+    ranges["seed"] = _range(0, 2**63 - 1, True)
+    ranges["variants"] = _range(1, min(MAX_RUNS, max_rows), True)
+    return ranges
+
+
+def _range(low: float, high: float, integer: bool) -> dict[str, Any]:
+    number = int if integer else float
+    return {"min": number(low), "max": None if high == float("inf") else number(high), "integer": integer}
+
+
+def _steering(body: dict[str, Any]) -> dict[str, Any]:
+    """The JobSpec fields of the steering block and the guards (all optional)."""
+    memory = _text(body, "memory", MAX_MEMORY_CHARS)
+    note = _text(body, "note", MAX_NOTE_CHARS)
+    lore = body.get("lore")
+    if lore is not None and not isinstance(lore, (list, dict)):
+        raise ApiError(400, "'lore' must be a list of entries like {\"keys\": [\"...\"], \"text\": \"...\"} "
+                            "(or a world-info object)", "lore")
+    if isinstance(lore, list) and not all(isinstance(item, dict) for item in lore):
+        raise ApiError(400, "each entry in 'lore' must be an object like {\"keys\": [...], \"text\": \"...\"}", "lore")
+    try:
+        book = lorebook.Lorebook.from_json(lore, "lore") if lore else lorebook.Lorebook()
+    except InputTextError as exc:
+        raise ApiError(422, str(exc), "lore") from None
+    scan = _integer(body, "lore_scan", lorebook.DEFAULT_SCAN, 1, MAX_SCAN, "")
+    return {"steering": Steering(memory, note, book, scan),
+            "guards": _guards(body.get("ban"), _typed(body, "loop_guard", bool, True, ""))}
+
+
+def _text(body: dict[str, Any], name: str, limit: int) -> str:
+    value = _typed(body, name, str, "", "")
+    if len(value) > limit:
+        raise ApiError(422, f"'{name}' is {len(value)} characters; at most {limit}", name)
+    return value
+
+
+def _guards(bans: Any, loop_guard: bool) -> Guards:
+    if bans is not None and (not isinstance(bans, list) or not all(isinstance(s, str) for s in bans)):
+        raise ApiError(400, "'ban' must be a list of strings (the phrases never to write)", "ban")
+    try:
+        return Guards.from_phrases(bans or (), loop_guard=loop_guard)
+    except SettingsError as exc:
+        raise ApiError(422, str(exc), "ban") from None
 
 
 def _unsupported(body: dict[str, Any]) -> None:

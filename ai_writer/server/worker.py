@@ -7,8 +7,13 @@ segments that alternate with the decode steps, so a long prompt does not stall t
 Prompts are read through the prefix cache. A request whose client went away is dropped at
 the next step.
 
+A request with a steering block (memory, lore, note: DESIGN.md §11) is read as the story before
+the paragraph being continued, the block, then that paragraph (`steered_ids`); the cache also keeps
+the states after the story's part and after the block, so the next request from the same story
+start reads again only what changed (an unchanged block is not read again).
+
 Each job reports through its own event queue: ("chunk", index, text) and ("finish", index,
-reason) as its continuations grow and end, then ("done", summary), or ("error", ApiError).
+reason, rewinds) as its continuations grow and end, then ("done", summary), or ("error", ApiError).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,6 +31,7 @@ from ai_writer.generation.decode import DecodeBatch, Row
 from ai_writer.generation.prefix_cache import PrefixCache
 from ai_writer.generation.reading import PromptReading, Reader
 from ai_writer.server.requests import ApiError, JobSpec
+from ai_writer.story.steering import paragraph_start
 from ai_writer.text.char_tokenizer import CharTokenizer
 from ai_writer.text.templates import SHIPPED, Template
 
@@ -37,6 +43,7 @@ class Job:
     spec: JobSpec
     prompt_ids: list[tuple[int, ...]]
     seed: int
+    marks: list[tuple[int, ...]] = field(default_factory=list)  # per prompt: positions whose states the cache keeps
     events: "queue.SimpleQueue[tuple]" = field(default_factory=queue.SimpleQueue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
@@ -55,6 +62,7 @@ class _Reading:
     job: Job
     prompt_index: int
     prompt: PromptReading
+    marks: tuple[int, ...] = ()  # positions inside the prompt whose states the cache keeps (segments end there)
 
 
 class InferenceWorker:
@@ -100,9 +108,11 @@ class InferenceWorker:
         if len(spec.prompts) * spec.runs > self.max_batch:
             raise ApiError(422, f"this request asks for {len(spec.prompts) * spec.runs} continuations; the server "
                            f"writes at most {self.max_batch} at once (--batch)")
-        prompt_ids = [tuple(self.tokenizer.encode(self.template.wrap(prompt))) for prompt in spec.prompts]
+        readings = [steered_ids(self.tokenizer.encode, self.template, prompt, spec.steering.block(prompt))
+                    for prompt in spec.prompts]
         seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
-        job = Job(spec, prompt_ids, seed, rows_left=len(prompt_ids) * spec.runs)
+        job = Job(spec, [ids for ids, _ in readings], seed, [marks for _, marks in readings],
+                  rows_left=len(readings) * spec.runs)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -163,15 +173,19 @@ class InferenceWorker:
             for index, ids in enumerate(job.prompt_ids):
                 reading = PromptReading.begin(ids, self.reader, self.cache)
                 job.reused_tokens += reading.reused
-                self._reading.append(_Reading(job, index, reading))
+                self._reading.append(_Reading(job, index, reading, job.marks[index]))
 
     def _read_one_segment(self) -> None:
         """Read one segment of the first prompt; a prompt read in full starts its rows when it can
         join the batch (the states of window models join only when their windows are as long)."""
         if self._reading:
-            reading = self._reading[0]
-            reading.prompt.advance(self.reader, self.cache, PREFILL_SEGMENT)
-            if reading.prompt.done:
+            reading, prompt = self._reading[0], self._reading[0].prompt
+            mark = next((m for m in reading.marks if m > prompt.position), None)
+            segment = PREFILL_SEGMENT if mark is None else min(PREFILL_SEGMENT, mark - prompt.position)
+            prompt.advance(self.reader, self.cache, segment)
+            if prompt.position in reading.marks and not prompt.done:
+                self.cache.put(prompt.ids[: prompt.position], prompt.state, prompt.logits)
+            if prompt.done:
                 self._ready.append(self._reading.pop(0))
         while self._ready and self.batch.can_join(self._ready[0].prompt.start()):
             self._add_rows(self._ready.pop(0))
@@ -180,9 +194,11 @@ class InferenceWorker:
         job, runs = reading.job, reading.job.spec.runs
         rng = np.random.default_rng(job.seed if reading.prompt_index == 0 else [job.seed, reading.prompt_index])
         first = reading.prompt_index * runs
+        story = job.spec.prompts[reading.prompt_index]  # what the written text follows: a ban may begin in it
         self.batch.add(reading.prompt.start(), runs, settings=job.spec.settings, rng=rng,
                        max_chars=job.spec.max_chars, stop=job.spec.stop,
-                       tags=[(job, reading.prompt.ids, first + run) for run in range(runs)])
+                       tags=[(job, reading.prompt.ids, first + run) for run in range(runs)],
+                       guards=job.spec.guards, context=story)
         self.max_rows_seen = max(self.max_rows_seen, len(self.batch))
 
     def _decode_step(self) -> None:
@@ -197,9 +213,9 @@ class InferenceWorker:
         job, prompt, index = row.tag
         if row.final is not None:  # the state after all but the last token, with the logits it was drawn from
             self.cache.put(prompt + tuple(row.tokens[:-1]), *row.final)
-        job.events.put(("finish", index, row.finish_reason))
+        job.events.put(("finish", index, row.finish_reason, row.rewinds))
         job.results[index] = {"index": index, "text": row.text, "finish_reason": row.finish_reason,
-                              "tokens": len(row.tokens)}
+                              "tokens": len(row.tokens), "rewinds": row.rewinds}
         job.rows_left -= 1
         if job.rows_left == 0:
             job.events.put(("done", self._summary(job)))
@@ -222,3 +238,28 @@ class InferenceWorker:
             job.events.put(("error", error))
         self._reading, self._ready = [], []
         self.batch.clear()
+
+
+def steered_ids(encode: Callable[[str], list[int]], template: Template, prompt: str,
+                block: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The token ids the model reads for `prompt` with the steering `block`, and the positions after the
+    story's part and after the block, whose states the prefix cache keeps.
+
+    Without a block: the template's `before`, the prompt and its `after`, encoded as one text (as ever).
+    With one: the prompt before the paragraph being continued (story/steering.paragraph_start), the block,
+    the paragraph and the template's `after`, each encoded on its own, as the story's SteeredReader reads
+    them (the template's `before` goes with the first piece): the ids up to the block's end do not depend on
+    the paragraph, so the next request from the same story start finds them in the cache.
+    """
+    if not block:
+        return tuple(encode(template.wrap(prompt))), ()
+    cut = paragraph_start(prompt)
+    pieces = [piece for piece in (prompt[:cut], block, prompt[cut:], template.after) if piece]
+    pieces[0] = template.before + pieces[0]
+    ids: list[int] = []
+    ends = []
+    for piece in pieces:
+        ids += encode(piece)
+        ends.append(len(ids))
+    marks = ends[:2] if cut else ends[:1]  # after the story's part and after the block
+    return tuple(ids), tuple(sorted({m for m in marks if 0 < m < len(ids)}))
