@@ -220,8 +220,9 @@ def test_prompt_toolkit_terminal_keys(tiny_model, opening):
     child.expect("unknown setting 'colour'")
     child.sendline("/len 200000")
     child.expect("len 200000")
+    child.expect(">")
     child.sendline("")
-    time.sleep(1)  # it is writing 200,000 characters
+    time.sleep(2)  # it is writing 200,000 characters (the machine may be busy)
     child.send("\x1b")  # Esc stops it and keeps what was written
     child.expect(r"\(stopped\)")
     child.sendline("/stats")

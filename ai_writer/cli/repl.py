@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 
-from ai_writer.cli.options import model_options, open_model, sampling_options, template_option
+from ai_writer.cli.options import (guard_options, model_options, open_model, sampling_options, steering_options,
+                                   template_option)
 from ai_writer.errors import AiWriterError, InputTextError
 from ai_writer.generation.sampler import SamplerSettings
-from ai_writer.repl.session import Repl
+from ai_writer.repl.files import read_story_file, story_text_path
+from ai_writer.repl.session import SHOWN_ON_OPEN, Repl
 from ai_writer.repl.ui import PlainUI, PromptToolkitUI
 from ai_writer.story.document import is_session_file, move_aside
 from ai_writer.text.templates import template_named
@@ -38,40 +40,54 @@ def default_session_path(file: Path | None) -> Path:
 @click.option("--plain", is_flag=True, help="Plain line input and output (also when TERM=dumb).")
 @model_options
 @template_option
+@steering_options
+@guard_options
 @sampling_options
-def repl_command(file, length, seed, session_path, resume, paragraph, plain, model, vocab, unknown_char, backend, precision,
-                 threads, template, **sampling):
+def repl_command(file, length, seed, session_path, resume, paragraph, plain, model, vocab, unknown_char, backend,
+                 precision, threads, template, steering, steering_given, guards, **sampling):
     """An interactive writing session: Enter writes the next paragraph, /rewrite (Ctrl-R) rewrites it.
 
     \b
-    FILE is a text opening or a saved session; without it the REPL asks for an opening.
-    Every change is autosaved to the session file. /help lists the commands.
+    FILE is a text opening, a whole manuscript, or a saved session; a FILE that does not exist
+    yet is a new story (the REPL asks for its opening); without FILE the REPL asks for an
+    opening. A manuscript is read once, chapter by chapter, with a progress bar.
+    Every change is autosaved to the session file; /save writes it and the story's text file.
+    --memory, --note, --lore(-scan) and --ban(-file) replace what the session had.
+    /help lists the commands.
 
     \b
     Examples:
       ai-writer repl opening.txt
+      ai-writer repl novel.txt --lore world.json --memory premise.txt --ban 突然
       ai-writer repl story.session.json --temperature 0.9
     """
     settings = SamplerSettings(**sampling)
     template = template_named(template)
-    if file is not None and not file.is_file():
-        raise InputTextError(f"{file}: no such file")
+    context = click.get_current_context()  # options given on the command line win over a session's settings
+    given = {name for name in [*sampling, "length", "bans", "ban_file"]
+             if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    given |= {"bans"} if given & {"bans", "ban_file"} else set()
+    if file is not None and file.exists() and not file.is_file():
+        raise InputTextError(f"{file}: not a file")
     session_path = session_path or default_session_path(file)
     loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
     click.echo(f"ai-writer: {loaded.describe()}", err=True)
     plain = plain or os.environ.get("TERM", "") == "dumb" or not sys.stdin.isatty()
     repl = Repl(loaded, None, settings=settings, length=length, seed=seed, session_path=session_path,
-                paragraph=paragraph, template=template)
+                paragraph=paragraph, template=template, steering=steering, guards=guards, text_path=file)
     repl.ui = PlainUI() if plain else PromptToolkitUI(lambda: repl.toolbar_text())
-    context = click.get_current_context()  # options given on the command line win over a session's settings
-    repl.explicit = frozenset(name for name in [*sampling, "length"]
-                              if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT)
+    repl.explicit = frozenset(given | steering_given)
 
     resumed = False
     if session_path.is_file() and (file is None or file.resolve() != session_path.resolve()):
-        resumed = _offer_resume(repl, session_path, resume)
-    if not resumed and file is not None:
-        repl.adopt(repl.load(file), repl.explicit)
+        resumed = _offer_resume(repl, session_path, resume, file)
+    if file is not None and is_session_file(file):
+        repl.text_path = story_text_path(file)
+    if not resumed and file is not None and file.is_file():
+        repl.adopt(repl.load(file, allow_empty=True), repl.explicit)
+    if file is not None and not file.exists():
+        repl.ui.info(f"(a new story: {file} does not exist yet; /save writes it, and the session to {session_path})")
+    repl.read_through()
     while not repl.doc.spans:
         try:
             opening = repl.ui.read("Opening> ")
@@ -84,11 +100,11 @@ def repl_command(file, length, seed, session_path, resume, paragraph, plain, mod
 
             repl.add_writer_text(clean_opening(opening))
     repl.ui.info("Enter writes the next paragraph; /help lists the commands.")
-    repl.show_story()
+    repl.show_story(SHOWN_ON_OPEN)
     repl.run()
 
 
-def _offer_resume(repl: Repl, session_path: Path, resume: bool | None) -> bool:
+def _offer_resume(repl: Repl, session_path: Path, resume: bool | None, file: Path | None = None) -> bool:
     try:
         document = repl.load(session_path)
     except AiWriterError as exc:  # damaged: kept under another name, so the new autosave cannot overwrite it
@@ -98,6 +114,9 @@ def _offer_resume(repl: Repl, session_path: Path, resume: bool | None) -> bool:
         return False
     if not document.spans or resume is False:
         return False
+    if resume is None and file is not None and file.is_file() and not is_session_file(file) \
+            and _holds(repl, file, document.text):
+        resume = True  # the session is of this very text: its saved states are used, nothing asked
     if resume is None:
         try:
             answer = repl.ui.read(f"Resume the autosaved session {session_path} ({len(document)} characters)? [Y/n] ")
@@ -108,3 +127,16 @@ def _offer_resume(repl: Repl, session_path: Path, resume: bool | None) -> bool:
     repl.adopt(document, repl.explicit)
     repl.ui.info(f"(resumed {len(document)} characters)")
     return True
+
+
+def _holds(repl: Repl, file: Path, story: str) -> bool:
+    """Whether a text file holds `story`: as /save writes it, or as it reads once tidied (then it is the story's
+    own file, which /save may write)."""
+    try:
+        data, text = read_story_file(file)
+    except AiWriterError:
+        return False
+    if data.decode("utf-8-sig") == story.lstrip("\n") or text == story:
+        repl.text_files.remember(file, data)
+        return True
+    return False

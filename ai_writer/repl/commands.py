@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Callable
 
 from ai_writer.errors import AiWriterError, SettingsError
 from ai_writer.generation.sampler import SamplerSettings
+from ai_writer.story.chapters import split_chapters
+from ai_writer.story.lorebook import parse_line, read_lorebook
 
 if TYPE_CHECKING:
     from ai_writer.repl.session import Repl
@@ -131,14 +133,113 @@ def cmd_open(repl: "Repl", arg: str) -> None:
 
 
 def cmd_show(repl: "Repl", arg: str) -> None:
-    _no_args(arg, "show")
-    repl.show_story()
+    repl.show_story(_int(arg, "the number of paragraphs") if arg else None)
 
 
 def cmd_stats(repl: "Repl", arg: str) -> None:
     _no_args(arg, "stats")
     repl.ui.info(f"tokens fed to the model: {repl.backend.fed}; story: {len(repl.doc)} characters, "
                  f"{len(repl.doc.paragraphs())} paragraphs")
+
+
+def _shown(text: str) -> str:
+    return text if text else "(none)"
+
+
+def cmd_memory(repl: "Repl", arg: str) -> None:
+    steering = repl.steering
+    if arg.lower() == "clear":
+        memory = ""
+    elif arg:
+        memory = arg
+    else:
+        memory = repl.ui.edit("memory> ", steering.memory)
+        if memory == steering.memory:
+            repl.ui.info("(unchanged)")
+            return
+    repl.set_steering(steering.with_(memory=memory.strip()),
+                      f"(memory: {_shown(memory.strip())})")
+
+
+def cmd_note(repl: "Repl", arg: str) -> None:
+    steering = repl.steering
+    if not arg:
+        repl.ui.info(f"author's note: {_shown(steering.note)}")
+        return
+    note = "" if arg.lower() == "clear" else arg
+    repl.set_steering(steering.with_(note=note), f"(author's note: {_shown(note)})")
+
+
+LORE_USAGE = "/lore add KEY, KEY: TEXT | /lore list | /lore rm N | /lore load FILE"
+
+
+def cmd_lore(repl: "Repl", arg: str) -> None:
+    action, _, rest = arg.partition(" ")
+    action, rest = action.lower(), rest.strip()
+    steering = repl.steering
+    book = steering.lorebook
+    if action == "add" and rest:
+        entry = parse_line(rest)
+        repl.set_steering(steering.with_(lorebook=book.add(entry)), f"(lore entry {len(book) + 1}: {entry.label()})")
+    elif action in ("list", "") and not rest:
+        if not len(book):
+            repl.ui.info("the lorebook is empty; /lore add KEY, KEY: TEXT adds an entry")
+            return
+        active = {id(e) for e in steering.active(repl.doc.text)}
+        lines = [f"  {'*' if id(e) in active else ' '} {k}. {e.label()}: {e.text}" for k, e in enumerate(book.entries, 1)]
+        repl.ui.info("\n".join(lines) + "\n  (* = active now: a key is in the last "
+                     f"{steering.scan:,} characters of the story)")
+    elif action in ("rm", "remove", "del") and rest:
+        number = _int(rest, "the lore entry number")
+        removed = book.entries[number - 1].label() if 1 <= number <= len(book) else ""
+        repl.set_steering(steering.with_(lorebook=book.remove(number)), f"(lore entry {number} removed: {removed})")
+    elif action == "load" and rest:
+        loaded = read_lorebook(_path(rest, "/lore load FILE"))
+        for entry in loaded.entries:
+            if entry not in book.entries:
+                book = book.add(entry)
+        repl.set_steering(steering.with_(lorebook=book), f"({len(loaded)} entries read from {rest}; the lorebook "
+                                                         f"has {len(book)})")
+    else:
+        raise AiWriterError(f"usage: {LORE_USAGE}")
+
+
+def cmd_ban(repl: "Repl", arg: str) -> None:
+    bans = repl.guards.bans
+    action, _, rest = arg.partition(" ")
+    if not arg or (action.lower() == "list" and not rest.strip()):
+        if not bans:
+            repl.ui.info("no banned phrases; /ban PHRASE adds one")
+        else:
+            repl.ui.info("\n".join(f"  {k}. {phrase}" for k, phrase in enumerate(bans, 1)))
+    elif action.lower() in ("rm", "remove", "del") and rest.strip():
+        number = _int(rest.strip(), "the banned phrase number")
+        if number > len(bans):
+            raise AiWriterError(f"there is no banned phrase {number}; there are {len(bans)}")
+        repl.set_bans(bans[: number - 1] + bans[number:], f"(no longer banned: {bans[number - 1]})")
+    else:
+        phrase = arg.strip()
+        if phrase in bans:
+            raise AiWriterError(f"{phrase!r} is banned already")
+        repl.set_bans(bans + (phrase,), f"(banned: {phrase}; the model never writes it)")
+
+
+def cmd_chapters(repl: "Repl", arg: str) -> None:
+    _no_args(arg, "chapters")
+    chapters = split_chapters(repl.doc.text)
+    if not chapters:
+        repl.ui.info("the story is empty")
+        return
+    kept = repl.doc.kept_offsets()
+    lines = [f"  {c.number:>3}. {c.title or '(before the first heading)'}  at {c.begin:,}, {c.chars:,} characters"
+             + ("  [state kept]" if kept.get(c.begin) else "") for c in chapters]
+    repl.ui.info("\n".join(lines))
+
+
+def cmd_chapter(repl: "Repl", arg: str) -> None:
+    if not arg:
+        raise AiWriterError("usage: /chapter TITLE (e.g. /chapter 第十章 风起)")
+    repl.new_chapter(arg)
 
 
 def cmd_quit(repl: "Repl", arg: str) -> None:
@@ -156,9 +257,19 @@ COMMANDS: tuple[Command, ...] = (
     Command("set", (), "NAME VALUE", "change a sampling setting, or len", cmd_set),
     Command("settings", (), "", "list the settings and their valid ranges", cmd_settings),
     Command("len", (), "N", "write at most N characters per paragraph", cmd_len),
-    Command("show", (), "", "print the whole story", cmd_show),
-    Command("save", (), "[PATH]", "save the session (JSON, with the model state) to PATH or the session file",
-            cmd_save),
+    Command("show", (), "[N]", "print the story with its paragraphs numbered (the last N only, if given)",
+            cmd_show),
+    Command("memory", ("mem",), "[TEXT|clear]", "edit the memory (read before each paragraph, never part of "
+            "the story); TEXT sets it", cmd_memory),
+    Command("note", (), "[TEXT|clear]", "show or set the author's note (read just before the paragraph)", cmd_note),
+    Command("lore", (), "add|list|rm|load", "/lore add KEY, KEY: TEXT; /lore list (* = active now); /lore rm N; "
+            "/lore load FILE (lines or JSON world info)", cmd_lore),
+    Command("ban", (), "PHRASE|list|rm",  "never write PHRASE; /ban list; /ban rm N", cmd_ban),
+    Command("chapters", (), "", "list the chapters: number, title, where it begins, its length", cmd_chapters),
+    Command("chapter", (), "TITLE", "start a new chapter: TITLE on a line of its own between blank lines",
+            cmd_chapter),
+    Command("save", (), "[PATH]", "save the session (JSON, with the model state) to PATH or the session file, "
+            "and the story's text file", cmd_save),
     Command("export", (), "PATH", "write the story as plain text", cmd_export),
     Command("open", (), "PATH", "open a saved session or a text file", cmd_open),
     Command("stats", (), "", "tokens fed to the model so far, story size", cmd_stats),
@@ -176,9 +287,12 @@ def help_text() -> str:
     for c in COMMANDS:
         usage = f"/{c.name}" + (f" {c.args}" if c.args else "")
         aliases = f" (/{', /'.join(c.aliases)})" if c.aliases else ""
-        rows.append(f"  {usage:<20} {c.help}{aliases}")
+        rows.append(f"  {usage:<22} {c.help}{aliases}")
     rows.append("  Enter on an empty prompt writes the next paragraph; other text is yours, added to the story.")
     rows.append("  Ctrl-C while writing stops and keeps what was written.")
+    rows.append("  Chapters begin at a line of at most 40 characters that starts with 第N章/回/节/卷 (Chinese or "
+                "Arabic numerals),\n  卷N, 序章/楔子/尾声/番外, a Markdown # heading or Chapter N / CHAPTER IV; or at a "
+                "short line (at most 30\n  characters, no sentence punctuation) standing alone between blank lines.")
     return "Commands:\n" + "\n".join(rows)
 
 

@@ -1,18 +1,30 @@
 """The interactive writing session of `ai-writer repl`, on top of the document model.
 
 Enter writes the next paragraph, /rewrite (Ctrl-R) samples it again from the saved state at
-its start, /undo, /edit, /alt + /pick, and every change is autosaved atomically. The terminal
-side is a UI object (ui.py): prompt_toolkit, or plain line input for --plain and TERM=dumb,
-which is what the pseudo-terminal tests drive. The command itself is in cli/repl.py.
+its start, /undo, /edit, /alt + /pick, and every change is autosaved atomically. The model
+writes with the steering block (memory, author's note, active lore: story/steering.py) read in
+between the story and the paragraph it continues, and never writes a banned phrase
+(generation/guards.py); both are saved in the session as its own part, never in the story.
+
+A whole manuscript is read once, chapter by chapter (story/chapters.py), keeping the model's
+state at each chapter's start; the session file keeps those snapshots, so reopening reads
+nothing. /save writes the session and the story's plain text file (the FILE the REPL was
+opened on, else the session's name with .txt); a text file this session did not read or write
+is overwritten only when the writer says so.
+
+The terminal side is a UI object (ui.py): prompt_toolkit, or plain line input for --plain and
+TERM=dumb, which is what the pseudo-terminal tests drive. The command itself is in cli/repl.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import time
 from pathlib import Path
 
+from ai_writer.repl.files import TextFiles, read_story_file, story_text_path
 from ai_writer.story.document import (
     MODEL,
     WRITER,
@@ -23,31 +35,43 @@ from ai_writer.story.document import (
     is_session_file,
 )
 from ai_writer.errors import AiWriterError, InputTextError
+from ai_writer.generation.guards import MAX_PHRASE_CHARS, Guards
 from ai_writer.generation.reading import CountingBackend, Reader
 from ai_writer.repl.commands import Quit, command_names, find
 from ai_writer.generation.sampler import SamplerSettings
+from ai_writer.story.chapters import clean_manuscript, heading_text, split_chapters
+from ai_writer.story.steering import SteeredReader, Steering
 from ai_writer.text.char_tokenizer import CharTokenizer
 from ai_writer.text.templates import SHIPPED, Template
 
 AUTOSAVE_EVERY_S = 1.0  # while a paragraph streams, its text so far is autosaved this often
+READ_STEP = 20_000  # a long chapter is read this many characters at a time (for the progress bar)
+PROGRESS_FROM = 20_000  # characters to read before a progress bar is shown
+SHOWN_ON_OPEN = 20  # paragraphs shown when a story is opened (/show prints them all)
 
 
 class Repl:
     def __init__(self, loaded, ui, *, settings: SamplerSettings, length: int, seed: int | None, session_path: Path,
-                 paragraph: bool = True, template: Template = SHIPPED["plain"]):
+                 paragraph: bool = True, template: Template = SHIPPED["plain"], steering: Steering = Steering(),
+                 guards: Guards = Guards(), text_path: Path | None = None):
         from ai_writer.generation.generator import Generator
 
         self.loaded, self.ui = loaded, ui
         self.backend = CountingBackend(loaded.backend)
         self.reader = Reader(self.backend, loaded.tokenizer, template)
-        self.generator = Generator(self.backend, loaded.tokenizer, settings)
+        self.steered = SteeredReader(self.reader)
+        self.steering = steering
+        self.guards = guards  # banned phrases and the loop guard, for every write
+        self.generator = Generator(self.backend, loaded.tokenizer, settings, guards=self.guards)
         self.settings, self.length, self.seed = settings, length, seed
         self.session_path = session_path
+        self.text_path = text_path  # the story's plain text file, which /save writes too
+        self.text_files = TextFiles()  # the text files this session read or wrote
         self.stop = ("\n",) if paragraph else ()  # a paragraph ends at its line break, or only at --len
         self.fingerprint = model_fingerprint(loaded, template)
         self.doc = Document()
         self.alts: tuple | None = None  # (spans the alternatives continue, start state, seed, texts)
-        self.explicit: frozenset[str] = frozenset()  # settings given on the command line
+        self.explicit: frozenset[str] = frozenset()  # settings (and steering parts) given on the command line
 
     # ----- writing -----
     def _next_seed(self) -> int:
@@ -56,7 +80,20 @@ class Repl:
         seed, self.seed = self.seed, self.seed + 1
         return seed
 
-    def _stream(self, start, seed: int, before: tuple, after: tuple = ()) -> str:
+    def _starts(self, index: int | None = None):
+        """(the story's own state before span `index` (default: at the end), where the model writes there): the
+        latter with the steering block read in between (SteeredReader)."""
+        if index is None:
+            story, end = self.doc.state_at_end(self.reader), None
+        else:
+            story, end = self.doc.state_before(index, self.reader), sum(len(s.text) for s in self.doc.spans[:index])
+        if story is None:
+            raise InputTextError("the story is empty; type an opening first")
+        start = self.steered.start(self.doc, self.steering, end)
+        tail = self.doc.text[:end][-MAX_PHRASE_CHARS:]  # a banned phrase may begin in the story
+        return story, dataclasses.replace(start, text_tail=tail)
+
+    def _stream(self, start, seed: int, story_start, before: tuple, after: tuple = ()) -> str:
         """Stream one paragraph from `start`; Esc or Ctrl-C stops it and keeps what was written.
         While it streams, the autosave holds `before` + the paragraph so far + `after`."""
         import numpy as np
@@ -73,7 +110,7 @@ class Repl:
                     parts.append(chunk.text)
                     self.ui.story(chunk.text, MODEL)
                     if time.monotonic() - last_save > AUTOSAVE_EVERY_S:  # a crash now loses nothing shown
-                        self._autosave(before + (self._model_span("".join(parts), seed, None),) + after)
+                        self._autosave(before + (self._model_span("".join(parts), seed, story_start),) + after)
                         last_save = time.monotonic()
                     if escape_pressed():
                         raise KeyboardInterrupt
@@ -90,24 +127,21 @@ class Repl:
         return Span(MODEL, text, seed, self.settings.as_dict(), start)
 
     def write_next(self) -> None:
-        start = self.doc.state_at_end(self.reader)
-        if start is None:
-            raise InputTextError("the story is empty; type an opening first")
+        story, start = self._starts()
         seed = self._next_seed()
-        text = self._stream(self.reader.writing_start(start), seed, self.doc.spans)
-        self.doc.append(self._model_span(text, seed, start))
+        text = self._stream(start, seed, story, self.doc.spans)
+        self.doc.append(self._model_span(text, seed, story))
         self.changed()
 
     def rewrite(self) -> None:
         index = self.doc.last_model_index()
         if index is None:
             raise AiWriterError("nothing to rewrite: the model has not written a paragraph yet")
-        start = self.doc.state_before(index, self.reader)
+        story, start = self._starts(index)
         seed = self._next_seed()
         self.ui.info("↻ 换个写法")
-        text = self._stream(self.reader.writing_start(start), seed, self.doc.spans[:index],
-                            self.doc.spans[index + 1:])
-        self.doc.replace_span(index, self._model_span(text, seed, start))
+        text = self._stream(start, seed, story, self.doc.spans[:index], self.doc.spans[index + 1:])
+        self.doc.replace_span(index, self._model_span(text, seed, story))
         self.changed()
 
     def alternatives(self, n: int) -> None:
@@ -117,23 +151,21 @@ class Repl:
 
         if n > 16:
             raise AiWriterError(f"at most 16 alternatives at once, got {n}")
-        start = self.doc.state_at_end(self.reader)
-        if start is None:
-            raise InputTextError("the story is empty; type an opening first")
+        story, start = self._starts()
         seed = self._next_seed()
         results: list[RunResult] = []
         self.ui.info(f"(writing {n} alternatives)")
         try:
             with self.ui.generating() as escape_pressed:
-                for _ in self.generator.stream(self.reader.writing_start(start), max_chars=self.length, runs=n,
-                                               rng=np.random.default_rng(seed), stop=self.stop, results=results):
+                for _ in self.generator.stream(start, max_chars=self.length, runs=n, rng=np.random.default_rng(seed),
+                                               stop=self.stop, results=results):
                     if escape_pressed():
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.ui.info("(stopped)")
             return
         texts = [r.text + ("\n" if r.finish_reason == "stop" else "") for r in sorted(results, key=lambda r: r.run)]
-        self.alts = (self.doc.spans, start, seed, texts)
+        self.alts = (self.doc.spans, story, seed, texts)
         for k, text in enumerate(texts, 1):
             self.ui.info(f"[{k}] {text.rstrip()}")
         self.ui.info(f"/pick K keeps one (1-{n})")
@@ -197,22 +229,92 @@ class Repl:
         self.alts = None if self.alts and self.alts[0] is not self.doc.spans else self.alts
         self._autosave(self.doc.spans)
 
+    # ----- steering, bans and chapters -----
+    def set_steering(self, steering: Steering, message: str) -> None:
+        self.steering = steering
+        self.ui.info(message)
+        self._autosave(self.doc.spans)
+
+    def set_bans(self, phrases, message: str) -> None:
+        self.guards = self.generator.guards = Guards.from_phrases(phrases, loop_guard=self.guards.loop_guard)
+        self.ui.info(message)
+        self._autosave(self.doc.spans)
+
+    def new_chapter(self, title: str) -> None:
+        """Append a chapter heading (story/chapters.heading_text) as the writer's text and keep the model's state
+        at its start."""
+        heading = heading_text(self.doc.text, title)
+        begin = len(self.doc) + len(heading) - len(heading.lstrip("\n"))
+        self.doc.append(Span(WRITER, heading))
+        self.doc.state_at(begin, self.reader, pin=True)
+        number = next(c.number for c in split_chapters(self.doc.text) if c.begin == begin)
+        self.ui.story(heading, WRITER)
+        self.ui.info(f"(chapter {number} begins; Enter writes on)")
+        self.changed()
+
+    def read_through(self) -> None:
+        """Read what the model has not read of the story, chapter by chapter, keeping the state at each chapter's
+        start (pinned: saved in the session); a long read shows its progress."""
+        doc = self.doc
+        if not doc.spans or doc.known_end_state() is not None:
+            return
+        text = doc.text
+        begin = doc.known_before(len(text))
+        chapters = [c.begin for c in split_chapters(text) if c.begin > begin]
+        steps = range(begin + READ_STEP, len(text), READ_STEP)
+        stops = sorted(set(chapters) | set(steps) | {len(text)})
+        if len(text) - begin < PROGRESS_FROM:
+            for stop in chapters + [len(text)]:
+                doc.state_at(stop, self.reader, pin=stop in chapters)
+        else:
+            pins = set(chapters)
+            with self.ui.progress(len(text) - begin, "reading the story") as done:
+                for stop in stops:
+                    doc.state_at(stop, self.reader, pin=stop in pins)
+                    done(stop - begin)
+        self._autosave(doc.spans)  # the states read are kept at once
+
     # ----- files -----
     def _save_options(self, with_state: bool) -> dict:
-        return dict(settings=self.settings, length=self.length, fingerprint=self.fingerprint, with_state=with_state)
+        return dict(settings=self.settings, length=self.length, fingerprint=self.fingerprint, with_state=with_state,
+                    steering=self.steering, bans=self.guards.bans)
 
     def _autosave(self, spans) -> None:
-        document = self.doc if spans is self.doc.spans else Document(spans)
+        document = self.doc if spans is self.doc.spans else self.doc.with_spans(spans)
         try:
             document.save(self.session_path, **self._save_options(with_state=True))
         except SessionFileError as exc:
             self.ui.error(f"autosave failed: {exc}")
 
     def save(self, path: Path | None) -> None:
-        path = path or self.session_path
+        """Save the session (to `path` or the session file) and the story's plain text beside it."""
+        session = path or self.session_path
         self.doc.state_at_end(self.reader)  # so that reopening needs no re-reading
-        self.doc.save(path, **self._save_options(with_state=True))
-        self.ui.info(f"saved {len(self.doc)} characters to {path}")
+        self.doc.save(session, **self._save_options(with_state=True))
+        text_path = self.text_path if path is None and self.text_path else story_text_path(session)
+        if path is None:
+            self.text_path = text_path
+        wrote = text_path.resolve() != session.resolve() and self._write_text(text_path)
+        self.ui.info(f"saved {len(self.doc)} characters to {session}" + (f" and {text_path}" if wrote else ""))
+
+    def _write_text(self, path: Path) -> bool:
+        """Write the story's text to `path`; a file this session did not read or write is overwritten only when
+        the writer says so."""
+        if not self.text_files.is_own(path):
+            try:
+                answer = self.ui.read(f"{path} was not written by this session; overwrite it with the story? [y/N] ")
+            except (EOFError, KeyboardInterrupt):
+                answer = ""
+            if answer.strip().lower() not in ("y", "yes"):
+                self.ui.info(f"({path} is not written; /export PATH writes the text elsewhere)")
+                return False
+        text = self.doc.text.lstrip("\n")
+        try:
+            atomic_write(path, text)
+        except SessionFileError as exc:
+            raise AiWriterError(str(exc)) from None
+        self.text_files.remember(path, text.encode("utf-8"))
+        return True
 
     def export(self, path: Path) -> None:
         try:
@@ -222,7 +324,8 @@ class Repl:
         self.ui.info(f"wrote {len(self.doc)} characters to {path}")
 
     def adopt(self, document: Document, keep: frozenset[str] = frozenset()) -> None:
-        """Make `document` the story, with the settings it was saved with (except those named in `keep`)."""
+        """Make `document` the story, with the settings, steering and bans it was saved with (except those named
+        in `keep`: given on the command line)."""
         self.doc = document
         try:
             saved = {k: v for k, v in (document.saved_settings or {}).items() if k not in keep}
@@ -231,33 +334,78 @@ class Repl:
             self.ui.error(f"the saved settings are not used: {exc}")
         if isinstance(document.saved_length, int) and document.saved_length > 0 and "length" not in keep:
             self.length = document.saved_length
+        saved_steering = document.saved_steering
+        if saved_steering is not None:
+            self.steering = self.steering.with_(**{name: getattr(saved_steering, name)
+                                                   for name in ("memory", "note", "lorebook", "scan")
+                                                   if name not in keep})
+        if document.saved_bans is not None and "bans" not in keep:
+            try:
+                self.guards = self.generator.guards = Guards.from_phrases(document.saved_bans,
+                                                                          loop_guard=self.guards.loop_guard)
+            except AiWriterError as exc:
+                self.ui.error(f"the saved banned phrases are not used: {exc}")
 
     def open(self, path: Path) -> None:
         self.adopt(self.load(path))
+        self.text_path = story_text_path(path) if is_session_file(path) else path
         self.alts = None
-        self.show_story()
+        self.read_through()
+        self.show_story(SHOWN_ON_OPEN)
         self._autosave(self.doc.spans)
 
-    def load(self, path: Path) -> Document:
+    def load(self, path: Path, allow_empty: bool = False) -> Document:
+        """A saved session, or a text file (a manuscript: story/chapters.clean_manuscript; remembered as read, so
+        that /save may write it again); an empty text file is an empty story where `allow_empty`."""
         if is_session_file(path):
             return Document.load(path, fingerprint=self.fingerprint, zero_state=self.reader.empty_state(),
                                  vocab_size=getattr(self.loaded.config, "vocab_size", None))
-        return Document([Span(WRITER, opening_text(path))])
+        data, text = read_story_file(path)
+        if not text and not allow_empty:
+            raise InputTextError(f"{path}: the opening is empty")
+        self.text_files.remember(path, data)
+        return Document([Span(WRITER, text)] if text else [])
 
     # ----- display -----
     def _tail(self, paragraphs: int = 2) -> str:
         return "\n".join(p.text for p in self.doc.paragraphs()[-paragraphs:])
 
-    def show_story(self) -> None:
+    def show_story(self, last: int | None = None) -> None:
+        """The story with its paragraphs numbered ("[3] ...", as /edit counts them); only the `last` ones if
+        given."""
+        paragraphs = self.doc.paragraphs()
+        text = self.doc.text
+        first = len(text) - len(text.lstrip("\n"))
+        if last is not None and len(paragraphs) > last:
+            first = paragraphs[-last].begin
+            hidden = len(paragraphs) - last
+            self.ui.info(f"(… {hidden} paragraph{'s' if hidden > 1 else ''} before; /show prints them all)")
+        numbers = {p.begin: p.index for p in paragraphs}
+        position = 0
         for span in self.doc.spans:
-            self.ui.story(span.text.lstrip("\n") if span is self.doc.spans[0] else span.text, span.author)
-        if not self.doc.text.endswith("\n"):
+            span_begin, position = position, position + len(span.text)
+            if position <= first:
+                continue
+            line_begin = max(first, span_begin)
+            lines = span.text[line_begin - span_begin:].split("\n")
+            parts = []
+            for k, line in enumerate(lines):
+                if line and line_begin in numbers:
+                    parts.append(f"[{numbers[line_begin]}] ")
+                parts.append(line + ("\n" if k < len(lines) - 1 else ""))
+                line_begin += len(line) + 1
+            self.ui.story("".join(parts), span.author)
+        if not text.endswith("\n"):
             self.ui.story("\n", WRITER)
 
     def toolbar_text(self) -> str:
         s = self.settings
-        return (f"{len(self.doc)} chars | {self.loaded.path.name} | T {s.temperature:g} top_p {s.top_p:g} "
+        text = (f"{len(self.doc)} chars | {self.loaded.path.name} | T {s.temperature:g} top_p {s.top_p:g} "
                 f"len {self.length}")
+        active = self.steering.active(self.doc.text) if len(self.steering.lorebook) else []
+        if active:
+            text += f" | lore: {active[0].label()}" + (f" +{len(active) - 1}" if len(active) > 1 else "")
+        return text
 
     # ----- the loop -----
     def handle(self, line: str) -> None:
@@ -292,7 +440,10 @@ class Repl:
                 self.ui.info("(stopped)")
         self.doc.state_at_end(self.reader)  # at most the last paragraph: reopening then reads nothing
         self._autosave(self.doc.spans)
-        self.ui.info(f"session saved in {self.session_path}")
+        note = ""
+        if self.text_path is not None and not self.text_files.is_current(self.text_path, self.doc.text.lstrip("\n")):
+            note = f" ({self.text_path} does not hold the latest text: /save writes it)"
+        self.ui.info(f"session saved in {self.session_path}{note}")
 
 
 def model_fingerprint(loaded, template: Template = SHIPPED["plain"]) -> str:
@@ -307,17 +458,3 @@ def model_fingerprint(loaded, template: Template = SHIPPED["plain"]) -> str:
     if not template.is_plain:
         parts.append(f"template {template.before}\0{template.after}")
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-
-
-def opening_text(path: Path) -> str:
-    from ai_writer.text.cleanup import clean_opening
-
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise InputTextError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputTextError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
-    if not text.strip():
-        raise InputTextError(f"{path}: the opening is empty")
-    return clean_opening(text)

@@ -37,6 +37,21 @@ class PlainUI:
         """While the model writes: yields a function that says whether the writer pressed Esc."""
         yield lambda: False
 
+    @contextlib.contextmanager
+    def progress(self, total: int, what: str):
+        """While a long text is read: yields `done(n)`, told how many of `total` characters are read so far.
+        Plain: a line at the start and at each quarter."""
+        shown = [-1]
+
+        def done(n: int) -> None:
+            quarter = 4 * n // max(total, 1)
+            if quarter > shown[0]:
+                shown[0] = quarter
+                self.info(f"({what}: {n:,} of {total:,} characters)")
+
+        done(0)
+        yield done
+
 
 class PromptToolkitUI(PlainUI):
     """A prompt_toolkit prompt with a bottom toolbar; the model's text in its own colour."""
@@ -89,6 +104,18 @@ class PromptToolkitUI(PlainUI):
 
     def edit(self, prompt: str, default: str) -> str:
         return self.session.prompt(prompt, default=default)
+
+    @contextlib.contextmanager
+    def progress(self, total: int, what: str):
+        """A rich progress bar on the terminal (stdout) while a long text is read."""
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn(what), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} characters"),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=Console(file=sys.stdout), transient=True) as bar:
+            task = bar.add_task(what, total=total)
+            yield lambda n: bar.update(task, completed=n)
 
     def story(self, text: str, author: str) -> None:
         colour = "\x1b[36m" if author == MODEL else ""
