@@ -1,4 +1,6 @@
-"""Writing files atomically: a reader sees the old file or the whole new one, never a part.
+"""Writing files atomically, and reading the writer's own text files with one-line errors.
+
+A reader of an atomically written file sees the old file or the whole new one, never a part.
 
 Everything is first written into a new temporary folder beside the destination (so on the same
 disk), flushed to the disk (fsync), then renamed into place. Whatever goes wrong, Ctrl-C
@@ -9,6 +11,7 @@ included, the temporary folder is removed and the destination is left as it was.
         save_file(tensors, temporary)
     with atomic_files(data, model) as staging:     # a group of files written under their own names
         onnx.save_model(model, staging / model.name, location=data.name, ...)
+    data, text = read_text_file(path, "lorebook")  # UTF-8 (a BOM is dropped); errors: InputTextError
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from ai_writer.errors import InputTextError
 
 
 @contextmanager
@@ -78,3 +83,20 @@ def _fsync_tree(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_text_file(path: str | os.PathLike, what: str = "file") -> tuple[bytes, str]:
+    """(the bytes of a text file the writer gave, its text as UTF-8 without a BOM). A missing or unreadable file,
+    or bytes that are not UTF-8, are one InputTextError line naming the file (`what`: "ban file", "lorebook")."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputTextError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise InputTextError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        return data, data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputTextError(f"{path}: the {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                             f"{exc.start})") from None

@@ -96,3 +96,33 @@ def test_a_preset_sent_as_settings_is_accepted(server):
         body = {"text": "林黛玉", "settings": settings, "stream": False}
         status, _, answer = json_request(server, "POST", "/api/continue", body)
         assert status == 200 and len(answer["variants"][0]["text"]) == 2
+
+
+def _cli(*args: str, stdin: str = "林黛玉笑道：“你们在说什么？”\n"):
+    import subprocess
+    import sys
+
+    from helpers import ROOT, cli_env
+
+    return subprocess.run([sys.executable, "-m", "ai_writer", *args], input=stdin, capture_output=True, text=True,
+                          cwd=ROOT, env=cli_env(), timeout=300)
+
+
+def test_continue_preset_is_its_settings_and_options_given_apply_on_top():
+    common = ("continue", "--seed", "3", "--len", "40", "-q")
+    by_name = _cli(*common, "--preset", "novel").stdout
+    assert by_name == _cli(*common, "--temperature", "1.2", "--top-p", "0.5").stdout
+    assert _cli(*common, "--preset", "RWKV 小说").stdout == by_name  # the Chinese title names it too
+    assert _cli(*common, "--preset", "novel", "--temperature", "0.3").stdout == \
+        _cli(*common, "--temperature", "0.3", "--top-p", "0.5").stdout
+    bad = _cli(*common, "--preset", "nope")
+    assert bad.returncode == 2 and "unknown preset 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_repl_preset_lists_and_sets(tmp_path):
+    done = _cli("repl", "--plain", "--session", str(tmp_path / "s.json"),
+                stdin="林黛玉笑道\n/preset\n/preset 稳健\n/settings\n/preset nope\n/quit\n")
+    steady = presets.find("steady").settings()
+    assert "* balanced" in done.stdout + done.stderr
+    assert f"temperature = {steady.temperature:g}" in done.stdout
+    assert "unknown preset 'nope'" in done.stdout + done.stderr

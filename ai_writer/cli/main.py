@@ -17,7 +17,7 @@ import click
 
 from ai_writer import __version__
 from ai_writer.cli.options import (EXIT_ERROR, guard_options, model_options, open_model, sampling_options,
-                                   steering_options, template_option)
+                                   preset_option, sampler_settings, steering_options, template_option)
 from ai_writer.cli.cache import cache_group
 from ai_writer.cli.remote import remote_options, write_remote
 from ai_writer.cli.model import export_group, info_command
@@ -25,7 +25,6 @@ from ai_writer.cli.serve import serve_command
 from ai_writer.cli.train import eval_command, train_command
 from ai_writer.errors import AiWriterError, InputTextError, torch_missing
 from ai_writer.cli.repl import repl_command
-from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.text.templates import template_named
 
 
@@ -60,9 +59,10 @@ def cli():
 @model_options
 @template_option
 @sampling_options
+@preset_option
 def continue_command(file, length, runs, stop, seed, raw, output_format, no_stream, quiet, guards, steering,
                      steering_given, remote, model, vocab, unknown_char, backend, precision, threads, template,
-                     **sampling):
+                     preset, **sampling):
     """Continue the opening in FILE (or stdin) and stream the new text to stdout.
 
     \b
@@ -81,13 +81,14 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
       ai-writer continue opening.txt --ban 不知道 --ban-file cliches.txt
       ai-writer continue chapter.txt --memory premise.txt --lore world.json --note "下一段写主角离开京城"
       ai-writer continue --remote http://big-machine:8266 < opening.txt
+      ai-writer continue --preset 稳健 < opening.txt
     """
     import numpy as np
 
     from ai_writer.text.cleanup import clean_opening
     from ai_writer.generation.generator import Generator, RunResult
 
-    settings = _settings(sampling)
+    settings = sampler_settings(preset, sampling)
     template = template_named(template)
     opening = _read_text(file)
     if not opening.strip():
@@ -312,10 +313,6 @@ cli.add_command(export_group)
 cli.add_command(repl_command)
 cli.add_command(serve_command)
 cli.add_command(cache_group)
-
-
-def _settings(sampling: dict) -> SamplerSettings:
-    return SamplerSettings(**sampling)
 
 
 def _name(file: Path) -> str:

@@ -12,7 +12,8 @@ import click
 from ai_writer.backends.select import BACKENDS, DEFAULT_THREADS_HELP as THREADS_HELP, PRECISIONS
 from ai_writer.generation.guards import (LOOP_MAX_PERIOD, LOOP_MIN_CHARS, LOOP_MIN_COPIES, MAX_PHRASE_CHARS,
                                          MAX_PHRASES, Guards, read_ban_file)
-from ai_writer.errors import InputTextError
+from ai_writer.errors import InputTextError, SettingsError
+from ai_writer.files import read_text_file
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.story.lorebook import DEFAULT_SCAN
 from ai_writer.story.steering import MAX_SCAN
@@ -154,6 +155,40 @@ def sampling_options(command):
     return command
 
 
+def _preset(ctx, param, value):
+    """--preset: a preset's name (English in any case, or its Chinese title), checked here."""
+    if value is None:
+        return None
+    from ai_writer.generation import presets
+
+    try:
+        return presets.find(value)
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def preset_option(command):
+    """--preset NAME: a named sampling setting (generation/presets.py); sampling options given as well apply on
+    top of it."""
+    from ai_writer.generation import presets
+
+    names = "; ".join(f"{p.name} ({p.title['zh']}): {p.description['en']}" for p in presets.PRESETS)
+    return click.option("--preset", callback=_preset, metavar="NAME",
+                        help=f"Start from a named setting. {names} Sampling options given as well apply on top."
+                        )(command)
+
+
+def sampler_settings(preset, sampling: dict) -> SamplerSettings:
+    """The sampling options as settings: those given on the command line (or by an environment variable) over the
+    preset, or the options as they are when there is none."""
+    if preset is None:
+        return SamplerSettings(**sampling)
+    context = click.get_current_context()
+    given = {name: value for name, value in sampling.items()
+             if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    return preset.settings().replace(**given)
+
+
 def _phrase(ctx, param, values):
     """--ban: each phrase must hold something besides whitespace."""
     for value in values:
@@ -202,7 +237,7 @@ def steering_options(command):
 
         parts: dict = {}
         if memory_file is not None:
-            parts["memory"] = _text_file(memory_file, "memory").strip()
+            parts["memory"] = read_text_file(memory_file, "memory file")[1].strip()
         if note is not None:
             parts["note"] = note.strip()
         if lore_file is not None:
@@ -212,15 +247,6 @@ def steering_options(command):
         return command(*args, steering=Steering(**parts), steering_given=frozenset(parts), **kwargs)
 
     return wrapper
-
-
-def _text_file(path: Path, what: str) -> str:
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise InputTextError(f"{path}: no such {what} file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputTextError(f"{path}: cannot read the {what} as UTF-8 text ({exc})") from None
 
 
 def open_model(model, vocab: VocabOptions | Path | None, unknown_char, backend, precision, threads,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from ai_writer.files import read_text_file
 from ai_writer.errors import InputTextError, SettingsError
 
 MAX_PHRASES = 200  # banned phrases at most
@@ -91,16 +92,7 @@ def read_ban_file(path: str | Path) -> list[str]:
     non-blank character is `#` are skipped; each phrase is stripped. Errors: InputTextError, one line
     naming the file (and the line)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputTextError(f"{path}: no such ban file") from None
-    except OSError as exc:
-        raise InputTextError(f"{path}: cannot read the ban file ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputTextError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    _, text = read_text_file(path, "ban file")
     phrases = []
     for number, line in enumerate(text.splitlines(), 1):
         phrase = line.strip()

@@ -116,6 +116,17 @@ def cmd_settings(repl: "Repl", arg: str) -> None:
     repl.ui.info("\n".join(lines))
 
 
+def cmd_preset(repl: "Repl", arg: str) -> None:
+    from ai_writer.generation import presets
+
+    if not arg:
+        current = presets.matching(repl.settings)
+        repl.ui.info("\n".join(f"  {'*' if p is current else ' '} {p.name:<9} {p.title['zh']:<8} "
+                               f"{p.description['zh']}  {p.description['en']}" for p in presets.PRESETS))
+        return
+    repl.set_settings(presets.find(arg).settings())
+
+
 def cmd_len(repl: "Repl", arg: str) -> None:
     repl.set_length(_int(arg, "len"))
 
@@ -256,6 +267,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("edit", ("e",), "[K]", "edit paragraph K (default: the last one)", cmd_edit),
     Command("set", (), "NAME VALUE", "change a sampling setting, or len", cmd_set),
     Command("settings", (), "", "list the settings and their valid ranges", cmd_settings),
+    Command("preset", (), "[NAME]", "use a named setting: steady 稳健, balanced 平衡, bold 奔放, novel (the RWKV "
+            "guide's); no NAME: list them", cmd_preset),
     Command("len", (), "N", "write at most N characters per paragraph", cmd_len),
     Command("show", (), "[N]", "print the story with its paragraphs numbered (the last N only, if given)",
             cmd_show),

@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 
 from ai_writer.errors import InputTextError
+from ai_writer.files import read_text_file
 from ai_writer.story.chapters import clean_manuscript
 
 SESSION_SUFFIX = ".session.json"
@@ -69,14 +70,5 @@ class TextFiles:
 def read_story_file(path: Path) -> tuple[bytes, str]:
     """(the file's bytes, the story they hold: tidied as a manuscript, story/chapters.clean_manuscript); the story
     is "" for a file of blanks. A file that cannot be read as UTF-8 text is one InputTextError line."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputTextError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputTextError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputTextError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
+    data, text = read_text_file(path)
     return data, (clean_manuscript(text) if text.strip() else "")

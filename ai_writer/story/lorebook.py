@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ai_writer.errors import InputTextError
+from ai_writer.files import read_text_file
 
 DEFAULT_SCAN = 3000  # characters of the recent story searched for keys
 MAX_ENTRIES = 500
@@ -126,13 +127,7 @@ def parse_line(line: str, where: str = "the lore entry") -> LoreEntry:
 
 def read_lorebook(path: str | Path) -> Lorebook:
     """A lorebook file in the plain format or one of the JSON shapes; a bad file is one InputTextError line."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise InputTextError(f"{path}: no such lorebook file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputTextError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
+    _, text = read_text_file(path, "lorebook file")
     return parse_lorebook(text, str(path))
 
 
