@@ -17,6 +17,7 @@ from ai_writer.text.cleanup import clean_opening
 from ai_writer.generation.generator import Generator
 from ai_writer.backends.open import load_model
 from ai_writer.generation.sampler import SamplerSettings
+from ai_writer.server.requests import continue_spec
 
 OPENING = "林黛玉没想到，这一剑竟如此精妙。"
 POST_HEAD = b"POST /api/continue HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -86,8 +87,16 @@ def test_rewrite_and_continue_reuse_the_cached_state(server):
     assert again["reused_tokens"] == again["prompt_tokens"]  # a rewrite reads nothing again
     longer = text + first["variants"][0]["text"]
     follow = json_request(server, "POST", "/api/continue", {"text": longer, "settings": {"length": 5}, "stream": False})[2]
-    assert follow["prompt_tokens"] == len(clean_opening(longer))
+    # the page's text as the server reads it: cleaned up, a line break at its end kept (a new paragraph)
+    assert follow["prompt_tokens"] == len(clean_opening(longer)) + longer.endswith("\n")
     assert follow["reused_tokens"] == follow["prompt_tokens"] - 1  # all but the last written character
+
+
+@pytest.mark.parametrize("text, prompt", [("甲乙。", "\n甲乙。"), ("甲乙。\n", "\n甲乙。\n"), ("甲\n\n乙 \n　", "\n甲\n乙\n"),
+                                          ("甲乙。\n  ", "\n甲乙。\n")])
+def test_a_text_ending_in_a_line_break_asks_for_a_new_paragraph(text, prompt):
+    spec = continue_spec({"text": text}, SamplerSettings(), 10, 32)
+    assert spec.prompts == (prompt,)
 
 
 def test_openai_completions(server):

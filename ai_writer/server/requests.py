@@ -100,7 +100,9 @@ def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars
     settings = _typed(body, "settings", dict, {}, "") or {}
     _only(settings, {"length", "seed", "raw", "stop", *SAMPLING_NAMES}, "settings.")
     raw = _typed(settings, "raw", bool, False, "settings.")
-    prompt = text if raw else clean_opening(text)
+    # the AI-Writer clean-up, but a text the writer ended with a line break asks for a new paragraph
+    ends_paragraph = text.rstrip(" \t\u3000").endswith("\n")
+    prompt = text if raw else clean_opening(text) + ("\n" if ends_paragraph else "")
     if not text.strip():
         raise ApiError(422, "the text is empty; give some text to continue", "text")
     return JobSpec(
