@@ -197,8 +197,9 @@ def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
     model = onnx.load(path)
     prefill = next(attr.g for node in model.graph.node if node.op_type == "If" for attr in node.attribute
                    if attr.name == "then_branch")
-    for graph, expected in ((model.graph, 2 * 6 + 1), (prefill, 2 * 6 - 2)):  # r, k, v, output, FFN pair, the
-        ops = [n.op_type for n in graph.node]  # head; the prefill skips the last FFN and the head (no logits)
+    lora = 6 + 8  # the low-rank pairs w, a, g (and v after the first layer): 8-bit too
+    for graph, expected in ((model.graph, 2 * 6 + 1 + lora), (prefill, 2 * 6 - 2 + lora)):  # r, k, v, output,
+        ops = [n.op_type for n in graph.node]  # FFN pair, the head; the prefill skips the last FFN and the head
         assert ops.count("MatMulNBits") == expected
         for node in graph.node:
             if node.op_type == "MatMulNBits":
@@ -206,7 +207,7 @@ def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
                 k = attributes["K"]  # the tiny model's matrices have 64 or 256 inputs
                 assert attributes["bits"] == 8 and attributes["block_size"] == forms.block_for(k, forms.INT8_BLOCK)
     kept = {n.name for graph in (model.graph, prefill) for n in graph.node if n.op_type == "MatMul"}
-    assert "head.matmul" not in kept and "prefix/blocks.1.att.w1.matmul" in kept  # the low-rank ones stay float
+    assert "head.matmul" not in kept and "prefix/blocks.1.att.w1.matmul" not in kept
     types = {t.name: t.data_type for t in model.graph.initializer}
     assert types["emb"] == onnx.TensorProto.FLOAT16  # gathered per token, widened: half the memory
     assert types["blocks.0.att.receptance.q8"] == types["head.q8"] == onnx.TensorProto.UINT8

@@ -5,7 +5,7 @@
 | `matrix`: projections, FFN | float32 | float16 | MatMulNBits 8-bit | MatMulNBits 4-bit |
 | `head` | float32 | float16 | MatMulNBits 8-bit | MatMulNBits 4-bit |
 | `embedding` (gathered per token) | float32 | float16 | float16 | float16 |
-| `lora` (low-rank) | float32 | float16 | float32 | MatMulNBits 8-bit |
+| `lora` (low-rank) | float32 | float16 | MatMulNBits 8-bit | MatMulNBits 8-bit |
 | `vector` | float32 | float16 | float32 | float32 |
 
 Blocks of 128 inputs share a scale (or the largest smaller power of two that divides a matrix's
@@ -20,6 +20,7 @@ INT8_BLOCK = 128  # inputs per scale, 8-bit weights (benchmarks/RESULTS.md, "Blo
 INT4_BLOCK = 128  # inputs per scale, 4-bit weights (ibid.)
 INT4_HEAD_BITS = 4  # the head of an int4 export (ibid.)
 INT4_LORA_BITS = 8  # the low-rank matrices of an int4 export; 0: float32 (ibid.)
+INT8_LORA_BITS = 8  # and of an int8 export: float32 they were 11 % of its decode step on the RWKV-7 1.5B layout
 
 
 def stored_form(precision: str, role: str) -> str | int:
@@ -30,8 +31,10 @@ def stored_form(precision: str, role: str) -> str | int:
         return "float16"
     if role == "matrix" and precision in ("int8", "int4"):
         return 8 if precision == "int8" else 4
-    if role == "lora" and precision == "int4" and INT4_LORA_BITS:
-        return INT4_LORA_BITS
+    if role == "lora" and precision in ("int8", "int4"):
+        bits = INT8_LORA_BITS if precision == "int8" else INT4_LORA_BITS
+        if bits:
+            return bits
     if role == "head" and precision in ("int8", "int4"):
         return 8 if precision == "int8" else INT4_HEAD_BITS
     return "float32"
