@@ -51,6 +51,7 @@ def _repl(args, session: Path):
     from ai_writer.generation.sampler import SamplerSettings
     from ai_writer.repl.session import Repl
     from ai_writer.repl.ui import PlainUI
+    from ai_writer.repl.writer import LocalWriter
     from ai_writer.resources import default_model_path
 
     class QuietUI(PlainUI):
@@ -62,7 +63,8 @@ def _repl(args, session: Path):
 
     loaded = load_model(args.model or default_model_path(), backend="cpu", threads=args.threads,
                         onnx_cache=default_cache_dir())
-    return loaded, Repl(loaded, QuietUI(), settings=SamplerSettings(), length=100, seed=1, session_path=session)
+    return loaded, Repl(LocalWriter(loaded), QuietUI(), settings=SamplerSettings(), length=100, seed=1,
+                        session_path=session)
 
 
 def _peak_mb() -> float:
@@ -83,7 +85,7 @@ def phase_read(args) -> dict:
     kept = repl.doc.kept_offsets()
     from ai_writer.story.chapters import split_chapters
 
-    return {"describe": loaded.describe(), "chars": len(repl.doc), "read_s": seconds, "fed": repl.backend.fed,
+    return {"describe": loaded.describe(), "chars": len(repl.doc), "read_s": seconds, "fed": repl.writer.backend.fed,
             "model_mb": model_mb, "peak_mb": _peak_mb(), "chapters": len(split_chapters(repl.doc.text)),
             "pinned": sum(kept.values()), "autosave_s": autosave}
 
@@ -97,11 +99,11 @@ def phase_reopen(args) -> dict:
     repl.adopt(repl.load(session))
     repl.read_through()
     seconds = time.perf_counter() - began
-    fed = repl.backend.fed
+    fed = repl.writer.backend.fed
     began = time.perf_counter()
     repl.write_next()
     write = time.perf_counter() - began
-    return {"reopen_s": seconds, "reopen_fed": fed, "write_s": write, "write_fed": repl.backend.fed - fed,
+    return {"reopen_s": seconds, "reopen_fed": fed, "write_s": write, "write_fed": repl.writer.backend.fed - fed,
             "model_mb": model_mb, "peak_mb": _peak_mb()}
 
 

@@ -23,6 +23,7 @@ from ai_writer.backends.open import load_model
 from ai_writer.export.cache import default_cache_dir
 from ai_writer.resources import default_model_path
 from ai_writer.repl.session import Repl
+from ai_writer.repl.writer import LocalWriter
 from ai_writer.repl.ui import PlainUI
 from ai_writer.generation.sampler import SamplerSettings
 
@@ -58,19 +59,19 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
         for size in (int(s) for s in args.sizes.split(",")):
-            repl = Repl(loaded, QuietUI(), settings=SamplerSettings(), length=args.length, seed=1,
+            repl = Repl(LocalWriter(loaded), QuietUI(), settings=SamplerSettings(), length=args.length, seed=1,
                         session_path=Path(folder) / f"{size}.json", paragraph=False)
             repl.doc.append(Span(WRITER, story_of(size)))
             began = time.perf_counter()
-            repl.doc.state_at_end(repl.reader)
+            repl.writer.read(repl.doc)
             prefill = time.perf_counter() - began
             repl.write_next()
             times, fed = [], []
             for _ in range(args.repeats):
-                before, began = repl.backend.fed, time.perf_counter()
+                before, began = repl.writer.backend.fed, time.perf_counter()
                 repl.rewrite()
                 times.append(time.perf_counter() - began)
-                fed.append(repl.backend.fed - before)
+                fed.append(repl.writer.backend.fed - before)
             print(f"| {size:,} | {prefill:.2f} | {statistics.median(times):.3f} | {min(times):.3f}-{max(times):.3f} "
                   f"| {statistics.median(fed):.0f} |", flush=True)
 

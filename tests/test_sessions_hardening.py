@@ -326,6 +326,7 @@ def test_fuzz_autosave_is_resumed_or_kept(good_record, loaded, data):
     """At start-up a fuzzed autosave is either resumed or moved aside byte for byte: its story text is never lost."""
     from ai_writer.cli.repl import _offer_resume
     from ai_writer.repl.session import Repl
+    from ai_writer.repl.writer import LocalWriter
 
     record = data.draw(mutated_sessions(good_record))
     text = json.dumps(record, ensure_ascii=False) if data.draw(st.booleans()) else \
@@ -333,7 +334,7 @@ def test_fuzz_autosave_is_resumed_or_kept(good_record, loaded, data):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "auto.json"
         path.write_text(text, encoding="utf-8")
-        repl = Repl(loaded, _SilentUI(), settings=_settings(), length=10, seed=1, session_path=path)
+        repl = Repl(LocalWriter(loaded), _SilentUI(), settings=_settings(), length=10, seed=1, session_path=path)
         resumed = _offer_resume(repl, path, resume=True)
         kept = [p for p in Path(folder).iterdir() if p.name.startswith("auto.json.damaged")]
         if resumed:

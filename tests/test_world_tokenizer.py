@@ -18,7 +18,7 @@ from ai_writer.errors import VocabularyError
 from ai_writer.generation.generator import Generator, RunResult
 from ai_writer.generation.guards import Guards
 from ai_writer.backends.open import load_model
-from ai_writer.repl.session import model_fingerprint
+from ai_writer.repl.writer import model_fingerprint
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 from ai_writer.text.world_tokenizer import (

@@ -1,15 +1,16 @@
 """`--remote URL`: writing through an OpenAI-compatible server instead of a local model.
 
-`remote_options` adds --remote, --remote-model and --api-key-env to a command (`continue`, later
-the REPL) and hands it one `remote` argument (a RemoteOptions, or None); `write_remote` is what
-`continue` does with it instead of loading a model. The API key is read here, the one place that
-reads it, from the environment variable --api-key-env names; it is sent as a Bearer token
-(generation/remote.RemoteEngine) and never printed.
+`remote_options` adds --remote, --remote-model and --api-key-env to a command (`continue`, `repl`)
+and hands it one `remote` argument (a RemoteOptions, or None); `write_remote` is what `continue`
+does with it instead of loading a model (the REPL writes through repl/writer.RemoteWriter). The
+API key is read here, the one place that reads it, from the environment variable --api-key-env
+names; it is sent as a Bearer token (generation/remote.RemoteEngine) and never printed.
 
 The steering block goes to the server in the way it can use best: an ai-writer server takes it
 as its own fields and reads it into a state as a local model does; any other server gets one
 assembled prompt (story/steering.Steering.remote_prompt: memory, lore, the story's tail, the
-note, the last paragraph). A template (--template) wraps the prompt before it is sent.
+note, the last paragraph); story/steering.remote_request chooses. A template (--template) wraps
+the prompt before it is sent.
 
     ai-writer continue --remote http://big-machine:8266 --len 500 < opening.txt
     OPENAI_API_KEY=... ai-writer continue --remote http://127.0.0.1:8000/v1 --api-key-env OPENAI_API_KEY
@@ -29,7 +30,7 @@ from ai_writer.cli.options import CliError
 from ai_writer.generation.generator import RunResult
 from ai_writer.generation.remote import DEFAULT_TIMEOUT, RemoteEngine
 from ai_writer.generation.sampler import SamplerSettings
-from ai_writer.story.steering import DEFAULT_TAIL, Steering
+from ai_writer.story.steering import Steering, remote_request
 from ai_writer.text.templates import SHIPPED, Template
 
 
@@ -77,17 +78,6 @@ def api_key(variable: str | None, environ: Mapping[str, str]) -> str | None:
     if not value:
         raise CliError(f"--api-key-env {variable}: the environment variable {variable} is not set (or empty)")
     return value
-
-
-def remote_request(engine: RemoteEngine, story: str, steering: Steering | None = None,
-                   template: Template = SHIPPED["plain"], tail: int = DEFAULT_TAIL) -> tuple[str, dict[str, Any]]:
-    """(prompt, fields only an ai-writer server gets) for writing on after `story` with `steering`."""
-    if steering is not None and not steering.is_empty:
-        if engine.is_ai_writer and template.is_plain:  # read into a state there, as a local model reads it
-            return story, {"memory": steering.memory, "note": steering.note, "lore": steering.lorebook.to_json(),
-                           "lore_scan": steering.scan}
-        story = steering.remote_prompt(story, tail)
-    return template.wrap(story), {}
 
 
 def write_remote(remote: RemoteOptions, story: str, out, *, length: int, runs: int, settings: SamplerSettings,

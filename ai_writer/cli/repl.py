@@ -10,11 +10,13 @@ import click
 
 from ai_writer.cli.options import (guard_options, model_options, open_model, sampling_options, steering_options,
                                    template_option)
-from ai_writer.errors import AiWriterError, InputTextError
+from ai_writer.cli.remote import RemoteOptions, remote_options
+from ai_writer.errors import AiWriterError, BackendError, InputTextError
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.repl.files import read_story_file, story_text_path
 from ai_writer.repl.session import SHOWN_ON_OPEN, Repl
 from ai_writer.repl.ui import PlainUI, PromptToolkitUI
+from ai_writer.repl.writer import LocalWriter, RemoteWriter
 from ai_writer.story.document import is_session_file, move_aside
 from ai_writer.text.templates import template_named
 
@@ -38,13 +40,14 @@ def default_session_path(file: Path | None) -> Path:
 @click.option("--paragraph/--no-paragraph", default=True, show_default=True,
               help="Stop writing at the end of a paragraph, or always write --len characters.")
 @click.option("--plain", is_flag=True, help="Plain line input and output (also when TERM=dumb).")
+@remote_options
 @model_options
 @template_option
 @steering_options
 @guard_options
 @sampling_options
-def repl_command(file, length, seed, session_path, resume, paragraph, plain, model, vocab, unknown_char, backend,
-                 precision, threads, template, steering, steering_given, guards, **sampling):
+def repl_command(file, length, seed, session_path, resume, paragraph, plain, remote, model, vocab, unknown_char,
+                 backend, precision, threads, template, steering, steering_given, guards, **sampling):
     """An interactive writing session: Enter writes the next paragraph, /rewrite (Ctrl-R) rewrites it.
 
     \b
@@ -56,10 +59,16 @@ def repl_command(file, length, seed, session_path, resume, paragraph, plain, mod
     /help lists the commands.
 
     \b
+    With --remote URL the paragraphs are written by a server (ai-writer serve on
+    another machine, or any OpenAI-compatible /v1/completions one) instead of a
+    local model; session files then keep no model state.
+
+    \b
     Examples:
       ai-writer repl opening.txt
       ai-writer repl novel.txt --lore world.json --memory premise.txt --ban 突然
       ai-writer repl story.session.json --temperature 0.9
+      ai-writer repl opening.txt --remote http://big-machine:8266
     """
     settings = SamplerSettings(**sampling)
     template = template_named(template)
@@ -70,11 +79,15 @@ def repl_command(file, length, seed, session_path, resume, paragraph, plain, mod
     if file is not None and file.exists() and not file.is_file():
         raise InputTextError(f"{file}: not a file")
     session_path = session_path or default_session_path(file)
-    loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
-    click.echo(f"ai-writer: {loaded.describe()}", err=True)
+    if remote is not None:
+        writer = _remote_writer(remote, template)
+    else:
+        loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
+        click.echo(f"ai-writer: {loaded.describe()}", err=True)
+        writer = LocalWriter(loaded, template)
     plain = plain or os.environ.get("TERM", "") == "dumb" or not sys.stdin.isatty()
-    repl = Repl(loaded, None, settings=settings, length=length, seed=seed, session_path=session_path,
-                paragraph=paragraph, template=template, steering=steering, guards=guards, text_path=file)
+    repl = Repl(writer, None, settings=settings, length=length, seed=seed, session_path=session_path,
+                paragraph=paragraph, steering=steering, guards=guards, text_path=file)
     repl.ui = PlainUI() if plain else PromptToolkitUI(lambda: repl.toolbar_text())
     repl.explicit = frozenset(given | steering_given)
 
@@ -102,6 +115,17 @@ def repl_command(file, length, seed, session_path, resume, paragraph, plain, mod
     repl.ui.info("Enter writes the next paragraph; /help lists the commands.")
     repl.show_story(SHOWN_ON_OPEN)
     repl.run()
+
+
+def _remote_writer(remote: RemoteOptions, template) -> RemoteWriter:
+    """The server that writes (--remote), asked what it is; one that cannot be reached now is said so, and the REPL
+    starts all the same (the story can be read and edited; each write asks the server again)."""
+    writer = RemoteWriter(remote.engine(), template)
+    try:
+        click.echo(f"ai-writer: {writer.connect()}", err=True)
+    except BackendError as exc:
+        click.echo(f"ai-writer: {exc}; each write tries again", err=True)
+    return writer
 
 
 def _offer_resume(repl: Repl, session_path: Path, resume: bool | None, file: Path | None = None) -> bool:

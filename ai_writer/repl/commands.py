@@ -149,7 +149,7 @@ def cmd_show(repl: "Repl", arg: str) -> None:
 
 def cmd_stats(repl: "Repl", arg: str) -> None:
     _no_args(arg, "stats")
-    repl.ui.info(f"tokens fed to the model: {repl.backend.fed}; story: {len(repl.doc)} characters, "
+    repl.ui.info(f"{repl.writer.usage()}; story: {len(repl.doc)} characters, "
                  f"{len(repl.doc.paragraphs())} paragraphs")
 
 
@@ -281,11 +281,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("chapters", (), "", "list the chapters: number, title, where it begins, its length", cmd_chapters),
     Command("chapter", (), "TITLE", "start a new chapter: TITLE on a line of its own between blank lines",
             cmd_chapter),
-    Command("save", (), "[PATH]", "save the session (JSON, with the model state) to PATH or the session file, "
+    Command("save", (), "[PATH]", "save the session (JSON; with a local model, its states too) to PATH or the session file, "
             "and the story's text file", cmd_save),
     Command("export", (), "PATH", "write the story as plain text", cmd_export),
     Command("open", (), "PATH", "open a saved session or a text file", cmd_open),
-    Command("stats", (), "", "tokens fed to the model so far, story size", cmd_stats),
+    Command("stats", (), "", "what the model has read and written so far (or what was sent to --remote), story size", cmd_stats),
     Command("help", ("h", "?"), "", "this list", cmd_help),
     Command("quit", ("q", "exit"), "", "leave (the session is autosaved)", cmd_quit),
 )

@@ -6,6 +6,10 @@ writes with the steering block (memory, author's note, active lore: story/steeri
 between the story and the paragraph it continues, and never writes a banned phrase
 (generation/guards.py); both are saved in the session as its own part, never in the story.
 
+Who writes is the session's `writer` (writer.py): the local model, or a remote server
+(--remote), which keeps no states: then nothing here reads the story and session files hold no
+state. A failure of the server is one line; the story stays as it was.
+
 A whole manuscript is read once, chapter by chapter (story/chapters.py), keeping the model's
 state at each chapter's start; the session file keeps those snapshots, so reopening reads
 nothing. /save writes the session and the story's plain text file (the FILE the REPL was
@@ -18,8 +22,7 @@ TERM=dumb, which is what the pseudo-terminal tests drive. The command itself is 
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
+import contextlib
 import secrets
 import time
 from pathlib import Path
@@ -35,14 +38,12 @@ from ai_writer.story.document import (
     is_session_file,
 )
 from ai_writer.errors import AiWriterError, InputTextError
-from ai_writer.generation.guards import MAX_PHRASE_CHARS, Guards
-from ai_writer.generation.reading import CountingBackend, Reader
+from ai_writer.generation.guards import Guards
 from ai_writer.repl.commands import Quit, command_names, find
+from ai_writer.repl.writer import LocalWriter, RemoteWriter
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.story.chapters import clean_manuscript, heading_text, split_chapters
-from ai_writer.story.steering import SteeredReader, Steering
-from ai_writer.text.char_tokenizer import CharTokenizer
-from ai_writer.text.templates import SHIPPED, Template
+from ai_writer.story.steering import Steering
 
 AUTOSAVE_EVERY_S = 1.0  # while a paragraph streams, its text so far is autosaved this often
 READ_STEP = 20_000  # a long chapter is read this many characters at a time (for the progress bar)
@@ -51,26 +52,19 @@ SHOWN_ON_OPEN = 20  # paragraphs shown when a story is opened (/show prints them
 
 
 class Repl:
-    def __init__(self, loaded, ui, *, settings: SamplerSettings, length: int, seed: int | None, session_path: Path,
-                 paragraph: bool = True, template: Template = SHIPPED["plain"], steering: Steering = Steering(),
+    def __init__(self, writer: LocalWriter | RemoteWriter, ui, *, settings: SamplerSettings, length: int,
+                 seed: int | None, session_path: Path, paragraph: bool = True, steering: Steering = Steering(),
                  guards: Guards = Guards(), text_path: Path | None = None):
-        from ai_writer.generation.generator import Generator
-
-        self.loaded, self.ui = loaded, ui
-        self.backend = CountingBackend(loaded.backend)
-        self.reader = Reader(self.backend, loaded.tokenizer, template)
-        self.steered = SteeredReader(self.reader)
+        self.writer, self.ui = writer, ui
         self.steering = steering
         self.guards = guards  # banned phrases and the loop guard, for every write
-        self.generator = Generator(self.backend, loaded.tokenizer, settings, guards=self.guards)
         self.settings, self.length, self.seed = settings, length, seed
         self.session_path = session_path
         self.text_path = text_path  # the story's plain text file, which /save writes too
         self.text_files = TextFiles()  # the text files this session read or wrote
         self.stop = ("\n",) if paragraph else ()  # a paragraph ends at its line break, or only at --len
-        self.fingerprint = model_fingerprint(loaded, template)
         self.doc = Document()
-        self.alts: tuple | None = None  # (spans the alternatives continue, start state, seed, texts)
+        self.alts: tuple | None = None  # (spans the alternatives continue, the story's state there, seed, texts)
         self.explicit: frozenset[str] = frozenset()  # settings (and steering parts) given on the command line
 
     # ----- writing -----
@@ -80,43 +74,39 @@ class Repl:
         seed, self.seed = self.seed, self.seed + 1
         return seed
 
-    def _starts(self, index: int | None = None):
-        """(the story's own state before span `index` (default: at the end), where the model writes there): the
-        latter with the steering block read in between (SteeredReader)."""
-        if index is None:
-            story, end = self.doc.state_at_end(self.reader), None
-        else:
-            story, end = self.doc.state_before(index, self.reader), sum(len(s.text) for s in self.doc.spans[:index])
-        if story is None:
-            raise InputTextError("the story is empty; type an opening first")
-        start = self.steered.start(self.doc, self.steering, end)
-        tail = self.doc.text[:end][-MAX_PHRASE_CHARS:]  # a banned phrase may begin in the story
-        return story, dataclasses.replace(start, text_tail=tail)
+    def _chunks(self, place, seed: int, runs: int = 1, results: list | None = None):
+        """The writer's chunks of `runs` continuations from `place`, closed when the caller is done with them
+        (which stops a server writing)."""
+        return contextlib.closing(self.writer.stream(place, settings=self.settings, guards=self.guards,
+                                                     max_chars=self.length, seed=seed, runs=runs, stop=self.stop,
+                                                     results=results))
 
-    def _stream(self, start, seed: int, story_start, before: tuple, after: tuple = ()) -> str:
-        """Stream one paragraph from `start`; Esc or Ctrl-C stops it and keeps what was written.
-        While it streams, the autosave holds `before` + the paragraph so far + `after`."""
-        import numpy as np
-
+    def _stream(self, place, seed: int, before: tuple, after: tuple = ()) -> str:
+        """Stream one paragraph from `place`; Esc or Ctrl-C stops it and keeps what was written; a failure (of a
+        server) keeps nothing. While it streams, the autosave holds `before` + the paragraph so far + `after`."""
         from ai_writer.generation.generator import RunResult
 
         results: list[RunResult] = []
         parts: list[str] = []
         last_save = time.monotonic()
         try:
-            with self.ui.generating() as escape_pressed:
-                for chunk in self.generator.stream(start, max_chars=self.length, rng=np.random.default_rng(seed),
-                                                   stop=self.stop, results=results):
+            with self.ui.generating() as escape_pressed, self._chunks(place, seed, results=results) as chunks:
+                for chunk in chunks:
                     parts.append(chunk.text)
                     self.ui.story(chunk.text, MODEL)
                     if time.monotonic() - last_save > AUTOSAVE_EVERY_S:  # a crash now loses nothing shown
-                        self._autosave(before + (self._model_span("".join(parts), seed, story_start),) + after)
+                        self._autosave(before + (self._model_span("".join(parts), seed, place.story),) + after)
                         last_save = time.monotonic()
                     if escape_pressed():
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.ui.info("\n(stopped)")
             return "".join(parts)
+        except AiWriterError:  # the story stays as it was, in the session file too
+            if parts:
+                self.ui.story("\n", MODEL)
+                self._autosave(self.doc.spans)
+            raise
         text = "".join(parts)
         if results and results[0].finish_reason == "stop":
             text += "\n"
@@ -127,45 +117,42 @@ class Repl:
         return Span(MODEL, text, seed, self.settings.as_dict(), start)
 
     def write_next(self) -> None:
-        story, start = self._starts()
+        place = self.writer.place(self.doc, self.steering)
         seed = self._next_seed()
-        text = self._stream(start, seed, story, self.doc.spans)
-        self.doc.append(self._model_span(text, seed, story))
+        text = self._stream(place, seed, self.doc.spans)
+        self.doc.append(self._model_span(text, seed, place.story))
         self.changed()
 
     def rewrite(self) -> None:
         index = self.doc.last_model_index()
         if index is None:
             raise AiWriterError("nothing to rewrite: the model has not written a paragraph yet")
-        story, start = self._starts(index)
+        place = self.writer.place(self.doc, self.steering, index)
         seed = self._next_seed()
         self.ui.info("↻ 换个写法")
-        text = self._stream(start, seed, story, self.doc.spans[:index], self.doc.spans[index + 1:])
-        self.doc.replace_span(index, self._model_span(text, seed, story))
+        text = self._stream(place, seed, self.doc.spans[:index], self.doc.spans[index + 1:])
+        self.doc.replace_span(index, self._model_span(text, seed, place.story))
         self.changed()
 
     def alternatives(self, n: int) -> None:
-        import numpy as np
-
         from ai_writer.generation.generator import RunResult
 
         if n > 16:
             raise AiWriterError(f"at most 16 alternatives at once, got {n}")
-        story, start = self._starts()
+        place = self.writer.place(self.doc, self.steering)
         seed = self._next_seed()
         results: list[RunResult] = []
         self.ui.info(f"(writing {n} alternatives)")
         try:
-            with self.ui.generating() as escape_pressed:
-                for _ in self.generator.stream(start, max_chars=self.length, runs=n, rng=np.random.default_rng(seed),
-                                               stop=self.stop, results=results):
+            with self.ui.generating() as escape_pressed, self._chunks(place, seed, n, results) as chunks:
+                for _ in chunks:
                     if escape_pressed():
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.ui.info("(stopped)")
             return
         texts = [r.text + ("\n" if r.finish_reason == "stop" else "") for r in sorted(results, key=lambda r: r.run)]
-        self.alts = (self.doc.spans, story, seed, texts)
+        self.alts = (self.doc.spans, place.story, seed, texts)
         for k, text in enumerate(texts, 1):
             self.ui.info(f"[{k}] {text.rstrip()}")
         self.ui.info(f"/pick K keeps one (1-{n})")
@@ -217,7 +204,7 @@ class Repl:
         self.changed()
 
     def set_settings(self, settings: SamplerSettings, quiet: bool = False) -> None:
-        self.settings = self.generator.settings = settings
+        self.settings = settings
         if not quiet:
             self.ui.info(self.toolbar_text())
 
@@ -236,7 +223,7 @@ class Repl:
         self._autosave(self.doc.spans)
 
     def set_bans(self, phrases, message: str) -> None:
-        self.guards = self.generator.guards = Guards.from_phrases(phrases, loop_guard=self.guards.loop_guard)
+        self.guards = Guards.from_phrases(phrases, loop_guard=self.guards.loop_guard)
         self.ui.info(message)
         self._autosave(self.doc.spans)
 
@@ -246,7 +233,7 @@ class Repl:
         heading = heading_text(self.doc.text, title)
         begin = len(self.doc) + len(heading) - len(heading.lstrip("\n"))
         self.doc.append(Span(WRITER, heading))
-        self.doc.state_at(begin, self.reader, pin=True)
+        self.writer.read(self.doc, begin, pin=True)
         number = next(c.number for c in split_chapters(self.doc.text) if c.begin == begin)
         self.ui.story(heading, WRITER)
         self.ui.info(f"(chapter {number} begins; Enter writes on)")
@@ -254,9 +241,9 @@ class Repl:
 
     def read_through(self) -> None:
         """Read what the model has not read of the story, chapter by chapter, keeping the state at each chapter's
-        start (pinned: saved in the session); a long read shows its progress."""
+        start (pinned: saved in the session); a long read shows its progress. A remote writer reads nothing."""
         doc = self.doc
-        if not doc.spans or doc.known_end_state() is not None:
+        if not self.writer.keeps_states or not doc.spans or doc.known_end_state() is not None:
             return
         text = doc.text
         begin = doc.known_before(len(text))
@@ -265,19 +252,19 @@ class Repl:
         stops = sorted(set(chapters) | set(steps) | {len(text)})
         if len(text) - begin < PROGRESS_FROM:
             for stop in chapters + [len(text)]:
-                doc.state_at(stop, self.reader, pin=stop in chapters)
+                self.writer.read(doc, stop, pin=stop in chapters)
         else:
             pins = set(chapters)
             with self.ui.progress(len(text) - begin, "reading the story") as done:
                 for stop in stops:
-                    doc.state_at(stop, self.reader, pin=stop in pins)
+                    self.writer.read(doc, stop, pin=stop in pins)
                     done(stop - begin)
         self._autosave(doc.spans)  # the states read are kept at once
 
     # ----- files -----
     def _save_options(self, with_state: bool) -> dict:
-        return dict(settings=self.settings, length=self.length, fingerprint=self.fingerprint, with_state=with_state,
-                    steering=self.steering, bans=self.guards.bans)
+        return dict(settings=self.settings, length=self.length, fingerprint=self.writer.fingerprint,
+                    with_state=with_state, steering=self.steering, bans=self.guards.bans)
 
     def _autosave(self, spans) -> None:
         document = self.doc if spans is self.doc.spans else self.doc.with_spans(spans)
@@ -289,7 +276,7 @@ class Repl:
     def save(self, path: Path | None) -> None:
         """Save the session (to `path` or the session file) and the story's plain text beside it."""
         session = path or self.session_path
-        self.doc.state_at_end(self.reader)  # so that reopening needs no re-reading
+        self.writer.read(self.doc)  # so that reopening needs no re-reading
         self.doc.save(session, **self._save_options(with_state=True))
         text_path = self.text_path if path is None and self.text_path else story_text_path(session)
         if path is None:
@@ -341,8 +328,7 @@ class Repl:
                                                    if name not in keep})
         if document.saved_bans is not None and "bans" not in keep:
             try:
-                self.guards = self.generator.guards = Guards.from_phrases(document.saved_bans,
-                                                                          loop_guard=self.guards.loop_guard)
+                self.guards = Guards.from_phrases(document.saved_bans, loop_guard=self.guards.loop_guard)
             except AiWriterError as exc:
                 self.ui.error(f"the saved banned phrases are not used: {exc}")
 
@@ -358,8 +344,7 @@ class Repl:
         """A saved session, or a text file (a manuscript: story/chapters.clean_manuscript; remembered as read, so
         that /save may write it again); an empty text file is an empty story where `allow_empty`."""
         if is_session_file(path):
-            return Document.load(path, fingerprint=self.fingerprint, zero_state=self.reader.empty_state(),
-                                 vocab_size=getattr(self.loaded.config, "vocab_size", None))
+            return self.writer.load(path)
         data, text = read_story_file(path)
         if not text and not allow_empty:
             raise InputTextError(f"{path}: the opening is empty")
@@ -400,7 +385,7 @@ class Repl:
 
     def toolbar_text(self) -> str:
         s = self.settings
-        text = (f"{len(self.doc)} chars | {self.loaded.path.name} | T {s.temperature:g} top_p {s.top_p:g} "
+        text = (f"{len(self.doc)} chars | {self.writer.describe()} | T {s.temperature:g} top_p {s.top_p:g} "
                 f"len {self.length}")
         active = self.steering.active(self.doc.text) if len(self.steering.lorebook) else []
         if active:
@@ -438,23 +423,10 @@ class Repl:
                 self.ui.error(str(exc))
             except KeyboardInterrupt:
                 self.ui.info("(stopped)")
-        self.doc.state_at_end(self.reader)  # at most the last paragraph: reopening then reads nothing
+        self.writer.read(self.doc)  # at most the last paragraph: reopening then reads nothing
         self._autosave(self.doc.spans)
         note = ""
         if self.text_path is not None and not self.text_files.is_current(self.text_path, self.doc.text.lstrip("\n")):
             note = f" ({self.text_path} does not hold the latest text: /save writes it)"
         self.ui.info(f"session saved in {self.session_path}{note}")
 
-
-def model_fingerprint(loaded, template: Template = SHIPPED["plain"]) -> str:
-    """Identifies a model, its backend and what the story is read with (a state file, a template), so a saved
-    state is restored only where it was made."""
-    backend = loaded.backend
-    tokenizer = loaded.tokenizer
-    vocabulary = tokenizer.to_json() if isinstance(tokenizer, CharTokenizer) else tokenizer.describe()
-    parts = [loaded.path.name, loaded.config.to_json(), vocabulary, backend.name, backend.precision]
-    if getattr(loaded, "state_file", None) is not None:  # a tuned start: its own states
-        parts.append(f"state {loaded.state_file.name} {loaded.state_file.stat().st_size}")
-    if not template.is_plain:
-        parts.append(f"template {template.before}\0{template.after}")
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]

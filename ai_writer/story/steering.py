@@ -14,19 +14,25 @@ length of the story, and an unchanged block from the same snapshot is not read a
 
 Over a remote engine, which keeps no state, the same parts become one prompt (`remote_prompt`):
 memory, active lore, the last `tail` characters of the story before its last paragraph, the note,
-then the last paragraph — as transformer story tools assemble theirs.
+then the last paragraph — as transformer story tools assemble theirs. An ai-writer server is sent
+the parts as its own fields instead, and reads them into a state as a local model does
+(`remote_request`, for `continue --remote` and the REPL's RemoteWriter).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ai_writer.errors import InputTextError
 from ai_writer.generation.decode import Prefilled
 from ai_writer.generation.reading import Reader
 from ai_writer.generation.steering import BlockCache, read_steered
 from ai_writer.story.lorebook import DEFAULT_SCAN, Lorebook, LoreEntry
+from ai_writer.text.templates import SHIPPED, Template
+
+if TYPE_CHECKING:
+    from ai_writer.generation.remote import RemoteEngine
 
 MAX_MEMORY_CHARS = 20_000
 MAX_NOTE_CHARS = 2_000
@@ -92,6 +98,18 @@ class Steering:
         return cls(memory=record.get("memory", ""), note=record.get("note", ""),
                    lorebook=Lorebook.from_json(record.get("lore") or [], source),
                    scan=record.get("scan", DEFAULT_SCAN))
+
+
+def remote_request(engine: "RemoteEngine", story: str, steering: Steering | None = None,
+                   template: Template = SHIPPED["plain"], tail: int = DEFAULT_TAIL) -> tuple[str, dict[str, Any]]:
+    """(prompt, fields only an ai-writer server gets) for writing on after `story` with `steering` through
+    `engine` (generation/remote.RemoteEngine; asking whether it is an ai-writer server may ask the server)."""
+    if steering is not None and not steering.is_empty:
+        if engine.is_ai_writer and template.is_plain:  # read into a state there, as a local model reads it
+            return story, {"memory": steering.memory, "note": steering.note, "lore": steering.lorebook.to_json(),
+                           "lore_scan": steering.scan}
+        story = steering.remote_prompt(story, tail)
+    return template.wrap(story), {}
 
 
 def paragraph_start(story: str) -> int:
