@@ -281,11 +281,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("chapters", (), "", "list the chapters: number, title, where it begins, its length", cmd_chapters),
     Command("chapter", (), "TITLE", "start a new chapter: TITLE on a line of its own between blank lines",
             cmd_chapter),
-    Command("save", (), "[PATH]", "save the session (JSON; with a local model, its states too) to PATH or the session file, "
-            "and the story's text file", cmd_save),
+    Command("save", (), "[PATH]", "save the session (JSON; with a local model, its states too) to PATH or the "
+            "session file, and the story's text file", cmd_save),
     Command("export", (), "PATH", "write the story as plain text", cmd_export),
     Command("open", (), "PATH", "open a saved session or a text file", cmd_open),
-    Command("stats", (), "", "what the model has read and written so far (or what was sent to --remote), story size", cmd_stats),
+    Command("stats", (), "", "what the model has read and written so far (or what was sent to --remote), story "
+            "size", cmd_stats),
     Command("help", ("h", "?"), "", "this list", cmd_help),
     Command("quit", ("q", "exit"), "", "leave (the session is autosaved)", cmd_quit),
 )
