@@ -81,6 +81,15 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return len(self._chars)
 
+    def missing_characters(self, text: str) -> dict[str, int]:
+        """The characters of `text` outside the table (each read as the unknown character), with their counts,
+        in order of first appearance."""
+        counts: dict[str, int] = {}
+        for char in text:
+            if char not in self._ids:
+                counts[char] = counts.get(char, 0) + 1
+        return counts
+
     @property
     def unknown_id(self) -> int:
         """The id every character outside the table is read as."""
