@@ -475,12 +475,12 @@ def test_the_shipped_model_never_writes_its_favourite_phrases_when_they_are_bann
 
 @pytest.mark.slow
 def test_the_greedy_loop_of_the_shipped_model_is_undone(shipped):
-    line = "不知道我们是不知道的。”\n“我们这一个人，你们都知道，"
+    line = "那人道：“我们是东土大唐差往西天去的，你们可曾到？”那人道：“我们是东土大唐差往西天去的，我们在此住在东京，不曾见过。”"
     looping = write(shipped, "别", Guards(loop_guard=False), settings=GREEDY, max_chars=400)[0]
-    assert line * 7 in looping.text and loops_anywhere(looping.text)
+    assert line * 4 in looping.text and loops_anywhere(looping.text)
     guarded = write(shipped, "别", Guards(), settings=GREEDY, max_chars=400)[0]
     assert len(guarded.text) == 400 and not loops_anywhere(guarded.text)
-    assert guarded.rewinds == guarded.loop_rewinds > 0 and line * 3 not in guarded.text
+    assert guarded.rewinds == guarded.loop_rewinds > 0 and line * 2 not in guarded.text
 
 
 @pytest.mark.slow
@@ -502,24 +502,24 @@ def run(*args, stdin="别"):
 @pytest.mark.slow
 def test_continue_bans_phrases_and_says_how_often_it_rewound(tmp_path):
     plain = run("--len", "300", "--temperature", "0", "--no-loop-guard", "-q")
-    assert plain.returncode == 0 and "你们都知道" in plain.stdout.decode() and plain.stderr == b""
+    assert plain.returncode == 0 and "东土大唐" in plain.stdout.decode() and plain.stderr == b""
     bans = tmp_path / "bans.txt"
-    bans.write_text("# the model's favourite\n你们都知道\n", encoding="utf-8")
-    banned = run("--len", "300", "--temperature", "0", "--ban", "不知道", "--ban-file", str(bans))
+    bans.write_text("# the model's favourite\n东土大唐\n", encoding="utf-8")
+    banned = run("--len", "300", "--temperature", "0", "--ban", "不曾见过", "--ban-file", str(bans))
     text, status = banned.stdout.decode(), banned.stderr.decode()
     assert banned.returncode == 0 and len(text) == 300
-    assert "不知道" not in text and "你们都知道" not in text
+    assert "不曾见过" not in text and "东土大唐" not in text
     assert re.search(r"^ai-writer: \d+ rewinds?: \d+ for (a banned phrase|banned phrases)", status, re.M), status
 
 
 @pytest.mark.slow
 def test_continue_undoes_the_loop_unless_told_not_to():
-    line = "“我们这一个人，你们都知道，不知道我们是不知道的。”\n"
+    line = "那人道：“我们是东土大唐差往西天去的，你们可曾到？”那人道：“我们是东土大唐差往西天去的，我们在此住在东京，不曾见过。”"
     looping = run("--len", "400", "--temperature", "0", "--no-loop-guard")
-    assert line * 7 in looping.stdout.decode() and "rewind" not in looping.stderr.decode()
+    assert line * 4 in looping.stdout.decode() and "rewind" not in looping.stderr.decode()
     guarded = run("--len", "400", "--temperature", "0", "--format", "jsonl")
     record = [json.loads(x) for x in guarded.stdout.decode().splitlines()][-1]
-    assert line * 3 not in record["text"] and record["rewinds"] > 0
+    assert line * 2 not in record["text"] and record["rewinds"] > 0
     assert re.search(r"^ai-writer: \d+ rewinds?: \d+ for (a loop|loops)$", guarded.stderr.decode(), re.M)
 
 

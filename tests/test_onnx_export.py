@@ -264,7 +264,8 @@ def test_metadata_round_trip(tmp_path):
     metadata = read_onnx_metadata(path)
     assert metadata == dict(session(path).get_modelmeta().custom_metadata_map)
     assert metadata == {"ai_writer_format": "ai-writer-onnx-1", "config": stored["config"], "precision": "fp32",
-                        "vocab": stored["vocab"], "unknown_char": stored["unknown_char"], "source": "fingerprint-123"}
+                        "vocab": stored["vocab"], "unknown_char": stored["unknown_char"],
+                        "punctuation": stored["punctuation"], "source": "fingerprint-123"}  # the shipped model's: modern
     assert json.loads(metadata["config"])["n_layer"] == 6
 
 

@@ -115,7 +115,8 @@ class OnnxBackend:
         if "vocab" not in self.metadata:
             return None
         tokenizer = CharTokenizer.from_json_text(
-            self.metadata["vocab"], str(self.path), unknown_char=self.metadata.get("unknown_char", UNKNOWN_CHAR)
+            self.metadata["vocab"], str(self.path), unknown_char=self.metadata.get("unknown_char", UNKNOWN_CHAR),
+            punctuation=self.metadata.get("punctuation"),
         )
         if tokenizer.vocab_size != self.config.vocab_size:
             raise ModelFileError(

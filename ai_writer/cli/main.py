@@ -86,6 +86,7 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
     import numpy as np
 
     from ai_writer.text.cleanup import clean_opening
+    from ai_writer.text.punctuation import writes_modern
     from ai_writer.generation.generator import Generator, RunResult
 
     settings = sampler_settings(preset, sampling)
@@ -101,6 +102,8 @@ def continue_command(file, length, runs, stop, seed, raw, output_format, no_stre
                      steering=steering, template=template, extra={"loop_guard": guards.loop_guard})
         return
     loaded = open_model(model, vocab, unknown_char, backend, precision, threads, quiet=quiet)
+    if not raw and writes_modern(loaded.tokenizer):  # read the opening with the punctuation the model learned
+        context = clean_opening(opening, modern_punctuation=True)
     status = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     status(f"ai-writer: {loaded.describe()}; seed {seed}")
     unknown = _unknown_characters(loaded.tokenizer, context)

@@ -110,8 +110,10 @@ def repl_command(file, length, seed, session_path, resume, paragraph, plain, rem
             return
         if opening.strip():
             from ai_writer.text.cleanup import clean_opening
+            from ai_writer.text.punctuation import writes_modern
 
-            repl.add_writer_text(clean_opening(opening))
+            modern = remote is None and writes_modern(loaded.tokenizer)  # a remote engine: its text as typed
+            repl.add_writer_text(clean_opening(opening, modern_punctuation=modern))
     repl.ui.info("Enter writes the next paragraph; /help lists the commands.")
     repl.show_story(SHOWN_ON_OPEN)
     repl.run()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ai_writer.text.punctuation import writes_modern
 from ai_writer.cli.options import CliError, model_options, open_model, sampling_options, template_option
 from ai_writer.generation.sampler import SamplerSettings
 from ai_writer.resources import web_client_root
@@ -109,6 +110,7 @@ def serve_command(host, port, token, allow_hosts, cors_origin, length, max_queue
     settings = ServerSettings(static_root=static_root, model_id=loaded.path.stem, info=info, defaults=defaults,
                               default_chars=length, token=token, cors_origin=cors_origin,
                               allowed_hosts=allowed_host_names(host, allow_hosts), max_body=max_body,
+                              modern_punctuation=writes_modern(loaded.tokenizer),
                               log=None if quiet else (lambda line: click.echo(f"ai-writer: {line}", err=True)))
     try:
         server = AiWriterHTTPServer((host, port), settings, worker)

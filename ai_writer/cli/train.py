@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ai_writer.cli.options import model_options, open_model
-from ai_writer.errors import SettingsError
+from ai_writer.errors import SettingsError, torch_missing
 
 _corpus_file = click.Path(dir_okay=False, path_type=Path)  # existence is checked with a typed error
 
@@ -59,9 +59,14 @@ def default_cache_dir() -> Path:
 @click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path),
               help="Fine-tune: start from this ai-writer model (its weights, shape and vocabulary) instead of "
                    "random weights, e.g. the default model on your own novels.")
+@click.option("--punctuation", type=click.Choice(["modern", "keep"]),
+              help="modern: rewrite the corpus with modern punctuation (「」 as “”, ． as 。, ﹔ as ；...) and mark the "
+                   "model so: it never writes the old marks and modernizes openings. keep: the text as it is. "
+                   "Default: as the --init-from model, else keep.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or status lines.")
 def train_command(corpus, out, n_layer, n_embd, head_size, ctx_len, batch_size, lr, min_char_count, minutes, steps,
-                  eval_every, checkpoint_every, resume, seed, device, dtype, threads, cache_dir, init_from, quiet):
+                  eval_every, checkpoint_every, resume, seed, device, dtype, threads, cache_dir, init_from, punctuation,
+                  quiet):
     """Train a character-level RWKV-7 model on CORPUS text files.
 
     \b
@@ -76,7 +81,12 @@ def train_command(corpus, out, n_layer, n_embd, head_size, ctx_len, batch_size, 
       ai-writer train corpus/zh/*.txt --out my.safetensors --resume
       ai-writer train corpus/en/*.txt --out en.safetensors --device cuda --dtype bf16
       ai-writer train my_novels/*.txt --out mine.safetensors --init-from model/default.safetensors --lr 2e-4
+      ai-writer train old_etexts/*.txt --out modern.safetensors --punctuation modern
     """
+    from ai_writer.backends.select import torch_installed
+
+    if not torch_installed():
+        raise torch_missing("ai-writer train")
     from ai_writer.training.train import TrainOptions, train
     from ai_writer.training.progress import QuietProgress, RichProgress
 
@@ -87,7 +97,7 @@ def train_command(corpus, out, n_layer, n_embd, head_size, ctx_len, batch_size, 
         ctx_len=ctx_len, batch_size=batch_size, lr=lr, min_char_count=min_char_count, minutes=minutes, steps=steps,
         eval_every=eval_every, checkpoint_every=checkpoint_every, resume=resume, seed=seed, device=device,
         dtype=dtype, threads=threads, cache_dir=str(cache_dir or default_cache_dir()),
-        init_from=None if init_from is None else str(init_from),
+        init_from=None if init_from is None else str(init_from), punctuation=punctuation,
     )
     result = train(options, QuietProgress() if quiet else RichProgress())
     if result.interrupted:
@@ -101,8 +111,11 @@ def train_command(corpus, out, n_layer, n_embd, head_size, ctx_len, batch_size, 
 @click.command("eval")
 @click.argument("files", nargs=-1, required=True, type=_corpus_file)
 @click.option("--all", "whole", is_flag=True, help="Score whole files, not only their held-out last 5 % of lines.")
+@click.option("--punctuation", type=click.Choice(["modern", "keep"]),
+              help="modern: score the text rewritten with modern punctuation, as `train --punctuation modern` "
+                   "trains on it; keep: as it is. Default: modern for a model trained so, else keep.")
 @model_options
-def eval_command(files, whole, model, vocab, unknown_char, backend, precision, threads):
+def eval_command(files, whole, punctuation, model, vocab, unknown_char, backend, precision, threads):
     """Print the model's bits per character on FILES: one line per file and a total.
 
     \b
@@ -116,11 +129,14 @@ def eval_command(files, whole, model, vocab, unknown_char, backend, precision, t
     Examples:
       ai-writer eval --model my.safetensors corpus/zh/*.txt
       ai-writer eval --model my.safetensors --all story.txt
+      ai-writer eval --punctuation keep corpus/zh-hans/*.txt
     """
     from ai_writer.training.evaluate import evaluate_files
+    from ai_writer.text.punctuation import writes_modern
 
     loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
-    results, total = evaluate_files(loaded.backend, loaded.tokenizer, files, all=whole)
+    modern = writes_modern(loaded.tokenizer) if punctuation is None else punctuation == "modern"
+    results, total = evaluate_files(loaded.backend, loaded.tokenizer, files, all=whole, modern_punctuation=modern)
     width = max(len(r.name) for r in results + [total])
     click.echo(f"{'file'.ljust(width)}  {'bits/char':>9}  {'chars':>10}  {'unknown':>8}")
     for r in results + [total]:

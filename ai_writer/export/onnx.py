@@ -123,7 +123,7 @@ def export_file(model_path: str | os.PathLike, out: str | os.PathLike, precision
     stored = tensors.metadata
     if stored.get("format") == NATIVE_FORMAT:
         config = ModelConfig.from_json(stored.get("config", ""), str(model_path))
-        metadata.update({key: stored[key] for key in ("vocab", "unknown_char", "tokenizer") if key in stored})
+        metadata.update({key: stored[key] for key in ("vocab", "unknown_char", "punctuation", "tokenizer") if key in stored})
     else:
         config = ModelConfig.from_tensors(tensors.shapes, str(model_path))
     return export_onnx(tensors, config, out, precision=precision, metadata=metadata, source_name=str(model_path),
@@ -144,6 +144,8 @@ def export_checkpoint(checkpoint, out: str | os.PathLike, precision: str = "fp32
     metadata = {"source": source if source is not None else describe_file(checkpoint.path)}
     if checkpoint.tokenizer is not None and hasattr(checkpoint.tokenizer, "to_json"):
         metadata.update(vocab=checkpoint.tokenizer.to_json(), unknown_char=checkpoint.tokenizer.unknown_char)
+        if checkpoint.tokenizer.punctuation is not None:
+            metadata["punctuation"] = checkpoint.tokenizer.punctuation
     return export_onnx(tensors, checkpoint.config, out, precision=precision, metadata=metadata,
                        source_name=str(checkpoint.path), on_start=on_start)
 

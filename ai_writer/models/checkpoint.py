@@ -62,7 +62,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         else:
             try:
                 tokenizer = CharTokenizer.from_json_text(
-                    metadata["vocab"], str(path), unknown_char=metadata.get("unknown_char", UNKNOWN_CHAR)
+                    metadata["vocab"], str(path), unknown_char=metadata.get("unknown_char", UNKNOWN_CHAR),
+                    punctuation=metadata.get("punctuation"),
                 )
             except KeyError:
                 raise ModelFileError(f"{path}: the metadata has no vocabulary") from None
@@ -97,6 +98,8 @@ def save_native(path: str | os.PathLike, config: ModelConfig, state_dict: dict,
         metadata["tokenizer"] = tokenizer.name
     else:
         metadata.update(vocab=tokenizer.to_json(), unknown_char=tokenizer.unknown_char)
+        if tokenizer.punctuation is not None:
+            metadata["punctuation"] = tokenizer.punctuation
     with atomic_path(path) as temporary:
         save_file(tensors, temporary, metadata=metadata)
 

@@ -64,6 +64,7 @@ class ServerSettings:
     read_timeout: float = 30.0  # seconds a client may stay silent while sending, or not reading
     request_timeout: float = 20.0  # seconds for a whole request (head and body) to arrive, from when it is awaited
     max_connections: int = 64
+    modern_punctuation: bool = False  # the model writes modern punctuation: openings are modernized (text/punctuation.py)
     log: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
@@ -103,7 +104,8 @@ def get_models(request: Handler) -> None:
 def post_continue(request: Handler) -> None:
     settings = request.server.settings
     request._continue(continue_spec(request._json_body(), settings.defaults, settings.default_chars,
-                                    max_rows=request.server.worker.max_batch))
+                                    max_rows=request.server.worker.max_batch,
+                                    modern_punctuation=settings.modern_punctuation))
 
 
 def post_completions(request: Handler) -> None:

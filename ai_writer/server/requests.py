@@ -90,7 +90,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars: int,
-                  max_rows: int = MAX_RUNS) -> JobSpec:
+                  max_rows: int = MAX_RUNS, modern_punctuation: bool = False) -> JobSpec:
     """`POST /api/continue` {text, settings: {length, seed, raw, stop, <sampling>}, variants, stream}.
 
     `max_rows`: the most continuations one request may ask for (the server's --batch).
@@ -102,7 +102,7 @@ def continue_spec(body: dict[str, Any], defaults: SamplerSettings, default_chars
     raw = _typed(settings, "raw", bool, False, "settings.")
     # the AI-Writer clean-up, but a text the writer ended with a line break asks for a new paragraph
     ends_paragraph = text.rstrip(" \t\u3000").endswith("\n")
-    prompt = text if raw else clean_opening(text) + ("\n" if ends_paragraph else "")
+    prompt = text if raw else clean_opening(text, modern_punctuation) + ("\n" if ends_paragraph else "")
     if not text.strip():
         raise ApiError(422, "the text is empty; give some text to continue", "text")
     return JobSpec(

@@ -4,6 +4,10 @@ A vocabulary is a table of single characters; a character's id is its index. Cha
 missing from the table are read as the unknown character (U+E083 by default), which the
 sampler never produces. `CharTokenizer.from_file` reads the original AI-Writer vocabulary
 files (a JSON object {"0": ch, "1": ch, ...}, UTF-16 with a BOM) as well as UTF-8 ones.
+
+A vocabulary of a model trained with modern punctuation (`punctuation="modern"`, stored in the
+model file's metadata) also bans the old marks of text/punctuation.py (「」『』﹔︰．, half-width
+quotes...), each one whose modern replacement the table has: such a model never writes them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ai_writer.errors import VocabularyError
+from ai_writer.text.punctuation import MODERN, OLD_PUNCTUATION
 
 UNKNOWN_CHAR = "\ue083"
 
@@ -53,9 +58,17 @@ class CharTokenizer:
     '\\n好'
     """
 
-    def __init__(self, chars: Sequence[str], unknown_char: str = UNKNOWN_CHAR, *, source: str = "") -> None:
-        """Build a tokenizer whose id `i` is `chars[i]`; `source` names the file in errors."""
+    def __init__(self, chars: Sequence[str], unknown_char: str = UNKNOWN_CHAR, *, source: str = "",
+                 punctuation: str | None = None) -> None:
+        """Build a tokenizer whose id `i` is `chars[i]`; `source` names the file in errors.
+
+        `punctuation`: "modern" for a model trained on text/punctuation.modernize'd text (its
+        old marks are banned), None for any other.
+        """
         where = f"vocabulary {source}" if source else "vocabulary"
+        if punctuation not in (None, MODERN):
+            raise VocabularyError(f"{where}: punctuation {_show(_cut(str(punctuation)))} is not known "
+                                  f"(expected \"{MODERN}\" or none)")
         if len(chars) == 0:
             raise VocabularyError(f"{where}: the table is empty")
         ids: dict[str, int] = {}
@@ -76,6 +89,14 @@ class CharTokenizer:
         self._ids = ids
         self._unknown_char = unknown_char
         self._unknown_id = ids[unknown_char]
+        self._punctuation = punctuation
+        self._banned = (self._unknown_id,) + (self._old_punctuation_ids() if punctuation == MODERN else ())
+
+    def _old_punctuation_ids(self) -> tuple[int, ...]:
+        """Ids of the old marks whose modern replacements are all in the table (never leave a model without
+        a way to quote or end a sentence)."""
+        return tuple(sorted(self._ids[old] for old, new in OLD_PUNCTUATION.items()
+                            if old in self._ids and all(char in self._ids for char in new)))
 
     @property
     def vocab_size(self) -> int:
@@ -105,9 +126,18 @@ class CharTokenizer:
         return self._ids.get("\n")
 
     @property
+    def punctuation(self) -> str | None:
+        """"modern" when the model writes only modern punctuation (text/punctuation.py), else None."""
+        return self._punctuation
+
+    def with_punctuation(self, punctuation: str | None) -> "CharTokenizer":
+        """The same table, for a model whose punctuation is `punctuation`."""
+        return CharTokenizer(self._chars, self._unknown_char, punctuation=punctuation)
+
+    @property
     def banned_ids(self) -> tuple[int, ...]:
-        """Ids never to sample: the unknown character."""
-        return (self._unknown_id,)
+        """Ids never to sample: the unknown character, and the old punctuation of a modern model."""
+        return self._banned
 
     @property
     def line_end_ids(self) -> frozenset[int]:
@@ -119,7 +149,8 @@ class CharTokenizer:
         return self._chars
 
     def __repr__(self) -> str:
-        return f"CharTokenizer(vocab_size={self.vocab_size}, unknown_id={self.unknown_id})"
+        return (f"CharTokenizer(vocab_size={self.vocab_size}, unknown_id={self.unknown_id}"
+                + (f", punctuation={self._punctuation!r})" if self._punctuation else ")"))
 
     def encode(self, text: str) -> list[int]:
         """Ids of the characters of `text`; characters not in the table give `unknown_id`."""
@@ -154,7 +185,8 @@ class CharTokenizer:
         return json.dumps({str(i): char for i, char in enumerate(self._chars)}, ensure_ascii=False)
 
     @classmethod
-    def from_json_text(cls, text: str, source: str, unknown_char: str = UNKNOWN_CHAR) -> "CharTokenizer":
+    def from_json_text(cls, text: str, source: str, unknown_char: str = UNKNOWN_CHAR, *,
+                       punctuation: str | None = None) -> "CharTokenizer":
         """Parse AI-Writer vocabulary JSON; `source` names where it came from in errors."""
         where = f"vocabulary {source}"
 
@@ -197,7 +229,7 @@ class CharTokenizer:
                 shown = _show(_cut(value)) if isinstance(value, str) else _cut(_json_text(value))
                 raise VocabularyError(f"{where}: key {_show(key)} maps to {shown}, expected one character")
             chars[int(key)] = value
-        return cls(chars, unknown_char, source=source)
+        return cls(chars, unknown_char, source=source, punctuation=punctuation)
 
     @classmethod
     def from_file(cls, path: str | Path, unknown_char: str = UNKNOWN_CHAR) -> "CharTokenizer":

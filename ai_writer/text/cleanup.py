@@ -2,13 +2,17 @@
 
 The command line applies `clean_opening` to every prompt by default (``--raw`` skips it),
 because the original models were trained on text laid out this way: one paragraph per
-line, no indentation, no blank lines.
+line, no indentation, no blank lines. For a model trained with modern punctuation (its
+tokenizer's `punctuation` is "modern"), the caller passes `modern_punctuation=True` and the
+opening's old marks (「」『』．...) are rewritten as the model learned them (text/punctuation.py).
 """
 
 from __future__ import annotations
 
+from ai_writer.text.punctuation import modernize
 
-def clean_opening(text: str) -> str:
+
+def clean_opening(text: str, modern_punctuation: bool = False) -> str:
     """Tidy an opening the way the AI-Writer ``_new_`` models expect it.
 
     - leading and trailing whitespace of the whole text is removed;
@@ -16,7 +20,8 @@ def clean_opening(text: str) -> str:
       whitespace at the line end), and each line loses its leading and trailing
       whitespace, full-width spaces (U+3000) included;
     - lines left empty are dropped, so paragraphs end up on consecutive lines;
-    - the result starts with one ``\\n``, the model's paragraph marker.
+    - the result starts with one ``\\n``, the model's paragraph marker;
+    - with `modern_punctuation`, punctuation.modernize is applied last.
 
     Spaces inside a line are kept. "Whitespace" is Python's ``str.strip()`` set, which
     does not include the zero-width space U+200B or the BOM U+FEFF.
@@ -25,6 +30,9 @@ def clean_opening(text: str) -> str:
     '\\n第一段\\n第二段'
     >>> clean_opening("   ")
     '\\n'
+    >>> clean_opening("他道：「好．」", modern_punctuation=True)
+    '\\n他道：“好。”'
     """
     lines = (line.strip() for line in text.strip().split("\n"))
-    return "\n" + "\n".join(line for line in lines if line).strip()
+    cleaned = "\n" + "\n".join(line for line in lines if line).strip()
+    return modernize(cleaned) if modern_punctuation else cleaned

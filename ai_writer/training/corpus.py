@@ -9,6 +9,10 @@ The vocabulary is built from the training text only: every character seen at lea
 `min_char_count` times, plus "\\n" and the unknown character, with ids in code-point order.
 Other characters become the unknown character.
 
+With `punctuation="modern"` every line is rewritten with modern punctuation first
+(text/punctuation.modernize: 「」 become “”, ． becomes 。...), the training and the held-out
+text alike, and the tokenizer says so (its old marks are then never sampled).
+
 Tokenizing a large corpus takes a while, so the arrays and the vocabulary are cached in a
 directory under a key made of the file contents and the settings: a second run with the same
 text skips the work.
@@ -29,6 +33,7 @@ import numpy as np
 from ai_writer.errors import AiWriterError, InputTextError
 from ai_writer.files import atomic_files
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
+from ai_writer.text.punctuation import MAPPING_VERSION, MODERN, modernize
 
 VALIDATION_PERCENT = 5
 CACHE_FORMAT = "ai-writer-corpus-1"  # part of the cache key: change it when the array layout changes
@@ -116,11 +121,13 @@ def load_corpus(
     cache_dir: str | os.PathLike | None = None,
     unknown_char: str = UNKNOWN_CHAR,
     vocabulary: CharTokenizer | None = None,
+    punctuation: str | None = None,
 ) -> Corpus:
     """Read, split and tokenize the corpus, reusing the cache in `cache_dir` when it has this text.
 
     With `vocabulary` (fine-tuning a model), the text is tokenized with it instead of a
     vocabulary built from the training split; `min_char_count` is then unused.
+    With `punctuation="modern"`, the text is modernized first (see the module's docstring).
     """
     if vocabulary is not None:
         unknown_char = vocabulary.unknown_char
@@ -128,20 +135,24 @@ def load_corpus(
         raise InputTextError("no corpus files given")
     if min_char_count < 1:
         raise InputTextError(f"min_char_count must be at least 1, got {min_char_count}")
+    if punctuation not in (None, MODERN):
+        raise InputTextError(f"punctuation must be {MODERN!r} or None, got {punctuation!r}")
     paths = [Path(p) for p in paths]
     contents = [_read_bytes(p) for p in paths]
-    key = _cache_key(contents, min_char_count, unknown_char, vocabulary)
+    key = _cache_key(contents, min_char_count, unknown_char, vocabulary, punctuation)
     names = _names(paths)
 
     cached = _read_cache(Path(cache_dir) / key, unknown_char) if cache_dir is not None else None
     if cached is not None and len(cached[3]) == len(paths):
         tokenizer, train, val, files = cached
         files = [dataclasses.replace(f, path=p) for f, p in zip(files, paths)]  # same text, maybe other names
-        return Corpus(tokenizer, train, val, files, key, from_cache=True)
+        return Corpus(tokenizer.with_punctuation(punctuation), train, val, files, key, from_cache=True)
 
     train_parts, val_parts, files = [], [], []
     for path, data in zip(paths, contents):
         lines = _lines_of(data, path)
+        if punctuation == MODERN:
+            lines = [modernize(line) for line in lines]
         train_lines, val_lines = split_lines(lines)
         train_parts.append(join_lines(train_lines))
         val_parts.append(join_lines(val_lines))
@@ -152,6 +163,7 @@ def load_corpus(
         why = "is empty" if not (train_text + val_text).strip("\n") else "is too short: every line is held out for validation"
         raise InputTextError(f"{names}: the corpus {why} (the last 5 % of each file's lines are held out)")
     tokenizer = vocabulary if vocabulary is not None else build_vocabulary(train_text, min_char_count, unknown_char)
+    tokenizer = tokenizer.with_punctuation(punctuation)
     n_chars = tokenizer.vocab_size - 2  # not counting "\n" and the unknown character
     if n_chars < 2:
         raise InputTextError(
@@ -200,10 +212,11 @@ def _names(paths: Sequence[Path]) -> str:
 
 
 def _cache_key(contents: Sequence[bytes], min_char_count: int, unknown_char: str,
-               vocabulary: CharTokenizer | None) -> str:
+               vocabulary: CharTokenizer | None, punctuation: str | None) -> str:
     given = "built" if vocabulary is None else vocabulary.to_json()
+    text = "" if punctuation is None else f"\0punctuation {punctuation} {MAPPING_VERSION}"  # none: keys as before
     digest = hashlib.sha256(
-        f"{CACHE_FORMAT}\0{min_char_count}\0{ord(unknown_char)}\0{len(contents)}\0{given}".encode()
+        f"{CACHE_FORMAT}\0{min_char_count}\0{ord(unknown_char)}\0{len(contents)}\0{given}{text}".encode()
     )
     for data in contents:
         digest.update(len(data).to_bytes(8, "little"))

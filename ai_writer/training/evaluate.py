@@ -6,6 +6,9 @@ including the "\\n" that ends each line. So the first character is predicted aft
 context, and n_chars is the length of the text. A character outside the vocabulary is scored
 as the unknown character (the model is asked for the unknown id there) and counted in
 n_unknown. The text is fed in segments with the state carried over, so any length works.
+
+`modern_punctuation=True` scores the text as `ai-writer train --punctuation modern` trains on
+it: each line rewritten by text/punctuation.modernize (the held-out lines are the same lines).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ai_writer.backends.base import PREFILL_SEGMENT
 from ai_writer.errors import VocabularyError
 from ai_writer.training.corpus import join_lines, read_lines, split_lines
 from ai_writer.text.char_tokenizer import CharTokenizer
+from ai_writer.text.punctuation import modernize
 
 LN2 = math.log(2)
 
@@ -50,18 +54,21 @@ def bits_per_character(model, tokenizer: CharTokenizer, text: str,
     return result.bits_per_character, result.n_chars, result.n_unknown
 
 
-def evaluate_file(model, tokenizer: CharTokenizer, path: str | os.PathLike, *, all: bool = False) -> EvalResult:
+def evaluate_file(model, tokenizer: CharTokenizer, path: str | os.PathLike, *, all: bool = False,
+                  modern_punctuation: bool = False) -> EvalResult:
     """Score the held-out part of a corpus file (its last ceil(5 %) of lines), or all of it with all=True."""
     lines = read_lines(path)
     if not all:
         lines = split_lines(lines)[1]
+    if modern_punctuation:
+        lines = [modernize(line) for line in lines]
     return dataclasses.replace(_score(model, tokenizer, join_lines(lines), PREFILL_SEGMENT), name=str(path))
 
 
 def evaluate_files(model, tokenizer: CharTokenizer, paths: Sequence[str | os.PathLike], *,
-                   all: bool = False) -> tuple[list[EvalResult], EvalResult]:
+                   all: bool = False, modern_punctuation: bool = False) -> tuple[list[EvalResult], EvalResult]:
     """One result per file and their total (bits summed over all characters)."""
-    results = [evaluate_file(model, tokenizer, p, all=all) for p in paths]
+    results = [evaluate_file(model, tokenizer, p, all=all, modern_punctuation=modern_punctuation) for p in paths]
     total = EvalResult("total", sum(r.bits for r in results), sum(r.n_chars for r in results),
                        sum(r.n_unknown for r in results))
     return results, total

@@ -7,7 +7,8 @@ with a seeded generator, and minimises the cross-entropy of the next character (
 bits per character = loss / ln 2) with AdamW, a linear warm-up and a cosine decay. Every
 `eval_every` steps a fixed set of held-out windows is scored; the best weights are written
 to `out` as the native single-file model. A full checkpoint (`out` + ".train.pt") lets an
-interrupted run continue and end exactly where an uninterrupted one would.
+interrupted run continue and end exactly where an uninterrupted one would. With
+`punctuation="modern"` the corpus is modernized (text/punctuation.py) and the model says so.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ai_writer.errors import BackendError, InputTextError, ModelFileError, Setti
 from ai_writer.files import atomic_path
 from ai_writer.models.rwkv.rwkv7 import RWKV7
 from ai_writer.models.rwkv.init import init_weights, new_model_config
+from ai_writer.text.punctuation import MODERN, writes_modern
 from ai_writer.training.progress import QuietProgress, StepStats, TrainProgress
 
 CHECKPOINT_FORMAT = "ai-writer-train-1"
@@ -78,6 +80,9 @@ class TrainOptions:
     # fine-tuning: start from this native model's weights, shape and vocabulary (the shape
     # options above are then unused) instead of random weights and a vocabulary from the corpus
     init_from: str | None = None
+    # "modern": train on text/punctuation.modernize'd text and mark the model so (it then never writes
+    # 「」『』．...); "keep": the corpus as it is; None: as the --init-from model says, else "keep"
+    punctuation: str | None = None
 
 
 @dataclass
@@ -188,6 +193,8 @@ def check_options(options: TrainOptions) -> None:
     need(options.device in ("cpu", "cuda"), f"device must be cpu or cuda, got {options.device!r}")
     need(options.dtype in ("fp32", "bf16"), f"dtype must be fp32 or bf16, got {options.dtype!r}")
     need(options.threads is None or options.threads >= 1, f"threads must be at least 1, got {options.threads}")
+    need(options.punctuation in (None, MODERN, "keep"),
+         f"punctuation must be {MODERN} or keep, got {options.punctuation!r}")
     need(bool(options.corpus), "no corpus files given")
     parent = Path(options.out).resolve().parent
     need(parent.is_dir(), f"{options.out}: the folder {parent} does not exist")
@@ -261,6 +268,13 @@ def _initial_model(path: str) -> Checkpoint:
     return checkpoint
 
 
+def _punctuation(options: TrainOptions, init: Checkpoint | None) -> str | None:
+    """MODERN when the corpus is to be modernized and the model marked so, else None."""
+    if options.punctuation is None:
+        return MODERN if init is not None and writes_modern(init.tokenizer) else None
+    return MODERN if options.punctuation == MODERN else None
+
+
 def _device(options: TrainOptions) -> torch.device:
     if options.device == "cuda" and not torch.cuda.is_available():
         raise BackendError("device cuda needs an NVIDIA GPU and a CUDA build of torch; none is usable here")
@@ -331,8 +345,9 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
     autocast = _autocast(options, device)
 
     init = _initial_model(options.init_from) if options.init_from else None
+    punctuation = _punctuation(options, init)
     corpus = load_corpus(options.corpus, min_char_count=options.min_char_count, cache_dir=options.cache_dir,
-                         vocabulary=init.tokenizer if init is not None else None)
+                         vocabulary=init.tokenizer if init is not None else None, punctuation=punctuation)
     if saved is not None and saved["corpus_key"] != corpus.key:
         raise InputTextError(f"{ckpt_path}: the corpus files differ from the ones this run was started with")
     if len(corpus.train) < options.ctx_len + 1:
@@ -381,6 +396,7 @@ def _train(options: TrainOptions, progress: TrainProgress) -> TrainResult:
     progress.message(
         f"{config.describe()}, {n_params / 1e6:.2f}M weights; corpus {len(corpus.train):,} training and "
         f"{len(corpus.val):,} held-out characters ({corpus.n_unknown_train:,} unknown)"
+        + ("; punctuation modernized" if punctuation == MODERN else "")
         + ("; tokenized text read from the cache" if corpus.from_cache else "")
     )
     if total is None:
