@@ -14,14 +14,13 @@ Last, how often the loop guard undoes a loop when the model writes greedily (tem
 from __future__ import annotations
 
 import argparse
-import collections
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # helpers.favourite_phrases
 
 import numpy as np  # noqa: E402
 
@@ -31,20 +30,9 @@ from ai_writer.generation.guards import Guards  # noqa: E402
 from ai_writer.generation.sampler import SamplerSettings  # noqa: E402
 from ai_writer.resources import default_model_path  # noqa: E402
 from ai_writer.text.cleanup import clean_opening  # noqa: E402
+from helpers import favourite_phrases  # noqa: E402
 
 OPENINGS = ["林黛玉笑道：“你们在说什么？”", "却说那日宝玉", "行者道：「师父，", "话说"]
-
-
-def favourite_phrases(text: str, count: int) -> list[str]:
-    counts = collections.Counter(text[i:i + k] for k in (2, 3, 4) for i in range(len(text) - k + 1)
-                                 if re.fullmatch(r"[\u4e00-\u9fff]+", text[i:i + k]))
-    chosen: list[str] = []
-    for phrase, _ in counts.most_common():
-        if not any(phrase in c or c in phrase for c in chosen):
-            chosen.append(phrase)
-        if len(chosen) == count:
-            break
-    return chosen
 
 
 def write(generator: Generator, opening: str, chars: int, seed: int) -> tuple[RunResult, float]:

@@ -53,6 +53,17 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_model() -> Path:
+    """The shipped model's path (the test is skipped in a checkout without it)."""
+    from ai_writer.resources import default_model_path
+
+    path = default_model_path()
+    if path is None:
+        pytest.skip("model/default.safetensors is not in this checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_onnx(private_user_folder, tiny_model) -> Path:
     """The tiny model's fp32 ONNX export, in the ONNX cache of the private user folder: exported once per
     session, here or by the tests' first `ai-writer` command that ran the tiny model on the cpu backend."""

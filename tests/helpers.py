@@ -91,3 +91,20 @@ def max_diff(ours, theirs) -> float:
     diffs = [np.abs(logits - ref_logits).max()]
     diffs += [(getattr(state, n) - getattr(ref_state, n)).abs().max().item() for n in ("att_shift", "wkv", "ffn_shift")]
     return float(max(diffs))
+
+
+def favourite_phrases(text: str, count: int) -> list[str]:
+    """The most frequent 2-4 character runs of Chinese characters in `text`, none inside another (the phrases a
+    model favours, to ban in tests and benchmarks)."""
+    import collections
+    import re
+
+    counts = collections.Counter(text[i:i + k] for k in (2, 3, 4) for i in range(len(text) - k + 1)
+                                 if re.fullmatch(r"[\u4e00-\u9fff]+", text[i:i + k]))
+    chosen: list[str] = []
+    for phrase, _ in counts.most_common():
+        if not any(phrase in c or c in phrase for c in chosen):
+            chosen.append(phrase)
+        if len(chosen) == count:
+            break
+    return chosen

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from helpers import ROOT, cli_env
+from helpers import ROOT, cli_env, favourite_phrases
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -432,19 +432,6 @@ def shipped():
     if path is None:
         pytest.skip("model/default.safetensors is not in this checkout")
     return load_model(path, backend="cpu", threads=1)
-
-
-def favourite_phrases(text: str, count: int) -> list[str]:
-    """The most frequent 2-4 character runs of Chinese characters in `text`, none inside another."""
-    counts = collections.Counter(text[i:i + k] for k in (2, 3, 4) for i in range(len(text) - k + 1)
-                                 if re.fullmatch(r"[\u4e00-\u9fff]+", text[i:i + k]))
-    chosen: list[str] = []
-    for phrase, _ in counts.most_common():
-        if not any(phrase in c or c in phrase for c in chosen):
-            chosen.append(phrase)
-        if len(chosen) == count:
-            break
-    return chosen
 
 
 def write(loaded, opening, guards, *, settings=SamplerSettings(), runs=1, max_chars=1000, seed=0):

@@ -56,16 +56,6 @@ def opening(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def default_model():
-    from ai_writer.resources import default_model_path
-
-    path = default_model_path()
-    if path is None:
-        pytest.skip("model/default.safetensors is not in this checkout")
-    return path
-
-
-@pytest.fixture(scope="module")
 def server(default_model, one_torch_thread):
     with running_server(default_model) as server:
         yield server
