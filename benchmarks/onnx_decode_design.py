@@ -2,12 +2,12 @@
 
     python benchmarks/onnx_decode_design.py --model benchmarks/models/rwkv7-L12-D768-V8849.pth
 
-Designs (ai_writer/onnx_graph.py, build_model's `design`): "prefix" (the exported file: an If
-reads the first T-1 tokens when T > 1, the main graph always runs the step form on the last
-token), "if" (an If on T == 1 between a whole step form and a whole chunked form) and "step"
-(a decode-only graph: the bound). Each runs T = 1, B = 1 steps on ONNX Runtime's CPU provider,
-one thread, ORT_ENABLE_ALL; the designs alternate in timed blocks and the figure is the median
-of the per-round ratios to "step" (CPU time of the process, so a busy neighbour counts less).
+Designs (ai_writer/models/rwkv/onnx_v7.py, build_model): "file" (the exported graph: one layer
+stack for any T, an If per layer on T == 1 between the step and the chunked recurrence) and
+"step" (decode_only: the step form alone, the bound). Each runs T = 1, B = 1 steps on ONNX
+Runtime's CPU provider, one thread, ORT_ENABLE_ALL; the designs alternate in timed blocks and
+the figure is the median of the per-round ratios to "step" (CPU time of the process, so a busy
+neighbour counts less).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import onnxruntime as ort  # noqa: E402
 
 from ai_writer.models.rwkv import onnx_v7 as onnx_graph  # noqa: E402
 from ai_writer.export.weights import WeightWriter  # noqa: E402
+from ai_writer.models.onnx_file import run_graph  # noqa: E402
 from ai_writer.models.tensors import open_tensors  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help=".safetensors or .pth RWKV-7 model")
     parser.add_argument("--steps", type=int, default=300, help="decode steps per timed block")
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--designs", default="step,prefix,if")
+    parser.add_argument("--designs", default="step,file")
     args = parser.parse_args()
 
     if args.model.endswith(".safetensors"):
@@ -53,7 +54,7 @@ def main() -> None:
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         weights = onnx_graph.prepare_weights(tensors, config)
-        model = onnx_graph.build_model(weights, config, WeightWriter(None, "", "fp32"), design=design)
+        model = onnx_graph.build_model(weights, config, WeightWriter(None, "", "fp32"), decode_only=design == "step")
         model = model.SerializeToString()
         sessions[design] = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
@@ -61,12 +62,11 @@ def main() -> None:
     tokens = np.random.default_rng(0).integers(0, config.vocab_size, args.steps)
 
     def decode(sess) -> float:
-        state = {"att_shift": np.zeros((L, 1, C), np.float32), "wkv": np.zeros((L, 1, H, N, N), np.float32),
-                 "ffn_shift": np.zeros((L, 1, C), np.float32)}
+        state = [np.zeros((L, 1, C), np.float32), np.zeros((L, 1, H, N, N), np.float32),
+                 np.zeros((L, 1, C), np.float32)]
         began = time.process_time()
         for token in tokens:
-            _, *new = sess.run(None, {"tokens": np.array([[token]]), **state})
-            state = dict(zip(state, new))
+            _, state = run_graph(sess, np.array([[token]]), state)
         return args.steps / (time.process_time() - began)
 
     for sess in sessions.values():

@@ -42,7 +42,7 @@ def decode_speed(sess, tokens: int) -> float:
     began = time.perf_counter()
     for token in ids:
         logits, *new = sess.run(None, {"tokens": np.array([[token]], np.int64), **state})
-        state = dict(zip(("att_shift", "wkv", "ffn_shift"), new))
+        state = dict(zip(state, new))  # per-layer inputs and outputs, in the same order
     return tokens / (time.perf_counter() - began)
 
 

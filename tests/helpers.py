@@ -79,9 +79,10 @@ def run(sess, tokens, state):
 
     from ai_writer.models.rwkv.rwkv7 import RWKV7State
 
-    feeds = {"tokens": np.asarray(tokens, dtype=np.int64), "att_shift": state.att_shift.numpy(),
-             "wkv": state.wkv.numpy(), "ffn_shift": state.ffn_shift.numpy()}
-    logits, *new = sess.run(["logits", "new_att_shift", "new_wkv", "new_ffn_shift"], feeds)
+    from ai_writer.models.onnx_file import run_graph
+
+    arrays = [t.numpy() for t in (state.att_shift, state.wkv, state.ffn_shift)]
+    logits, new = run_graph(sess, np.asarray(tokens, dtype=np.int64), arrays)
     return logits, RWKV7State(*(torch.from_numpy(t) for t in new))
 
 

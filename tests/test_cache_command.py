@@ -7,6 +7,8 @@ import sys
 
 from helpers import cli_env
 
+from ai_writer.export.cache import fingerprint
+
 
 def cli(*args, cache, stdin: bytes = b""):
     return subprocess.run([sys.executable, "-m", "ai_writer", *args], input=stdin, capture_output=True,
@@ -24,8 +26,7 @@ def test_cache_lists_and_clears_exports(tiny_model, tmp_path):
                    "-q", cache=cache, stdin="这是".encode()).returncode == 0
     folder = cache / "ai-writer" / "onnx"
     (folder / "notes.txt").write_text("not an export")
-    old = next(folder.glob("*-fp32-v*.onnx"))
-    stale = old.with_name(old.name.rsplit("-v", 1)[0] + "-v1.onnx")
+    stale = folder / f"{fingerprint(tiny_model)}-fp32-v1.onnx"  # an older exporter's file of the first model
     stale.write_bytes(b"x" * 1000)
 
     listing = cli("cache", cache=cache).stdout.decode()

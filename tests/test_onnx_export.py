@@ -192,26 +192,25 @@ def test_quantized_bits_per_character_close_to_fp32(default_model, precision, wi
     assert abs(bits[precision] - bits["fp32"]) <= within * bits["fp32"]
 
 
-def test_int8_quantizes_the_big_matrices_of_both_forms(tmp_path, tiny_model):
+def test_int8_quantizes_every_matrix_once_for_both_forms(tmp_path, tiny_model):
     path = onnx_export.export_checkpoint(load_checkpoint(tiny_model), tmp_path / "t.onnx", "int8")
     model = onnx.load(path)
-    prefill = next(attr.g for node in model.graph.node if node.op_type == "If" for attr in node.attribute
-                   if attr.name == "then_branch")
-    lora = 6 + 8  # the low-rank pairs w, a, g (and v after the first layer): 8-bit too
-    for graph, expected in ((model.graph, 2 * 6 + 1 + lora), (prefill, 2 * 6 - 2 + lora)):  # r, k, v, output,
-        ops = [n.op_type for n in graph.node]  # FFN pair, the head; the prefill skips the last FFN and the head
-        assert ops.count("MatMulNBits") == expected
-        for node in graph.node:
-            if node.op_type == "MatMulNBits":
-                attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                k = attributes["K"]  # the tiny model's matrices have 64 or 256 inputs
-                assert attributes["bits"] == 8 and attributes["block_size"] == forms.block_for(k, forms.INT8_BLOCK)
-    kept = {n.name for graph in (model.graph, prefill) for n in graph.node if n.op_type == "MatMul"}
-    assert "head.matmul" not in kept and "prefix/blocks.1.att.w1.matmul" not in kept
+    lora = 4 + 5  # per layer the low-rank inputs as one matrix and the outputs of w, a, g (v after layer 0): 8-bit
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("MatMulNBits") == 2 * 6 + 1 + lora  # r, k, v, output, the FFN pair; the head
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            k = attributes["K"]  # the tiny model's matrices have 64 or 256 inputs
+            assert attributes["bits"] == 8 and attributes["block_size"] == forms.block_for(k, forms.INT8_BLOCK)
+    branches = [attr.g for node in model.graph.node if node.op_type == "If" for attr in node.attribute]
+    assert len(branches) == 2 * 2  # per layer: the step and the chunked recurrence, which hold no weights:
+    assert not [n for b in branches for n in b.node if "MatMul" in n.op_type and "blocks." in n.input[1]]
+    assert "MatMul" not in ops  # so ONNX Runtime packs each matrix once
     types = {t.name: t.data_type for t in model.graph.initializer}
     assert types["emb"] == onnx.TensorProto.FLOAT16  # gathered per token, widened: half the memory
     assert types["blocks.0.att.receptance.q8"] == types["head.q8"] == onnx.TensorProto.UINT8
-    assert "blocks.0.att.receptance" not in types  # one quantized copy serves both forms
+    assert "blocks.0.att.receptance" not in types
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -286,12 +285,11 @@ def test_graph_contract(tiny, tiny_onnx, tiny_model):
     def dims(value):
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
+    per_layer = {"att_shift": [1, "batch", 64], "wkv": ["batch", 2, 32, 32], "ffn_shift": [1, "batch", 64]}
     assert {v.name: dims(v) for v in model.graph.input} == {
-        "tokens": ["batch", "time"], "att_shift": [2, "batch", 64], "wkv": [2, "batch", 2, 32, 32],
-        "ffn_shift": [2, "batch", 64]}
+        "tokens": ["batch", "time"], **{f"{part}.{i}": shape for part, shape in per_layer.items() for i in range(2)}}
     assert {v.name: dims(v) for v in model.graph.output} == {
-        "logits": ["batch", 50], "new_att_shift": [2, "batch", 64], "new_wkv": [2, "batch", 2, 32, 32],
-        "new_ffn_shift": [2, "batch", 64]}
+        "logits": ["batch", 50], **{f"new_{part}.{i}": shape for part, shape in per_layer.items() for i in range(2)}}
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     tensors = load_checkpoint(tiny_model).tensors  # ln0 is folded into the embedding: the graph starts with a Gather
     emb = torch.nn.functional.layer_norm(tensors["emb.weight"], (64,), tensors["blocks.0.ln0.weight"],

@@ -8,7 +8,9 @@ models/checkpoint.py, memory-mapped). The tokenizer follows the model (`_tokeniz
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -113,7 +115,10 @@ def _load_onnx(model_path, kind, choice, vocab_path, unknown_char, threads, need
     from ai_writer.export.cache import onnx_for
 
     onnx_path, source = onnx_for(model_path, kind, choice.precision, onnx_cache, notify=notify)
+    world_table = None if (vocab_path or override) else _read_world_table_meanwhile(onnx_path)
     backend = OnnxBackend(onnx_path, backend=choice.backend, providers=choice.providers, threads=threads)
+    if world_table is not None:
+        world_table.join()
     if source is not None and backend.metadata.get("source") != source:
         raise ModelFileError(
             f"{onnx_path}: this ONNX file was not exported from {model_path}; re-export it with "
@@ -124,6 +129,23 @@ def _load_onnx(model_path, kind, choice, vocab_path, unknown_char, threads, need
     tokenizer = _tokenizer_for(model_path, backend.config, backend.tokenizer(), vocab_path, unknown_char, need_vocab,
                                override)
     return LoadedModel(model_path, backend.config, tokenizer, backend, choice, runs=onnx_path)
+
+
+def _read_world_table_meanwhile(onnx_path: Path) -> threading.Thread | None:
+    """For an export that will read text with the world tokenizer: a thread that reads its table (65,529
+    entries, ~0.3 s) while ONNX Runtime opens the session, which releases the GIL (~0.3 s of a 1.5B model's
+    start: benchmarks/RESULTS.md, "Big models, session 6"). A failure is left to the caller's own read."""
+    metadata = read_onnx_metadata(onnx_path)
+    if "vocab" in metadata or ModelConfig.from_json(metadata.get("config", ""), str(onnx_path)).vocab_size != WORLD_VOCAB_SIZE:
+        return None
+
+    def read() -> None:
+        with contextlib.suppress(Exception):
+            default_world_tokenizer()
+
+    thread = threading.Thread(target=read, name="world-tokenizer", daemon=True)
+    thread.start()
+    return thread
 
 
 def _tokenizer_for(model_path: Path, config: ModelConfig, stored: CharTokenizer | WorldTokenizer | None, vocab_path,

@@ -16,12 +16,10 @@ import numpy as np
 
 from ai_writer.backends.base import PREFILL_SEGMENT, check_tokens
 from ai_writer.models.config import ModelConfig
-from ai_writer.models.onnx_file import ONNX_FORMAT
+from ai_writer.models.onnx_file import ONNX_FORMAT, read_onnx_metadata, STATE_PARTS, layer_slice, state_names
 from ai_writer.errors import ModelFileError
 from ai_writer.text.char_tokenizer import UNKNOWN_CHAR, CharTokenizer
 
-STATE_INPUTS = ("att_shift", "wkv", "ffn_shift")
-STATE_OUTPUTS = ("new_att_shift", "new_wkv", "new_ffn_shift")
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,11 @@ class OnnxState:
         return OnnxState(*(a.copy() for a in self.arrays()))
 
 
-def open_session(path: Path, *, backend: str, providers: Sequence[str], threads: int | None):
-    """An ONNX Runtime session with the options chosen for ai-writer; a bad file is one line."""
+def open_session(path: Path, *, backend: str, providers: Sequence[str], threads: int | None, prepack: bool = True):
+    """An ONNX Runtime session with the options chosen for ai-writer; a bad file is one line.
+
+    `prepack=False` keeps ONNX Runtime from copying the matrices into its packed layout when the
+    session opens: they are read from the memory-mapped file as they are (see `worth_packing`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -80,6 +81,8 @@ def open_session(path: Path, *, backend: str, providers: Sequence[str], threads:
     # MatMulNBits repacks its quantized weights when the session opens: on all threads, that is most of a
     # big model's start (benchmarks/RESULTS.md, big models: start).
     options.add_session_config_entry("session.prepack.enable_parallel", "1")
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     if backend == "dml":  # DirectML needs these two (onnxruntime-directml's documented requirements)
         options.enable_mem_pattern = False
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -90,11 +93,27 @@ def open_session(path: Path, *, backend: str, providers: Sequence[str], threads:
         raise ModelFileError(f"{path}: cannot load the ONNX model: {first[:300]}") from None
 
 
+PACKED_FLOAT_LIMIT = 512 * 2**20  # bytes of float weights ONNX Runtime may copy into its packed layout
+
+
+def worth_packing(path: Path) -> bool:
+    """Whether the session should let ONNX Runtime pack the export's matrices when it opens. Quantized
+    weights must be packed (unpacked, MatMulNBits is many times slower). Float matrices packed decode
+    ~15 % faster, but packing holds a second copy of the weights and takes seconds: for the 1.5B layout
+    in fp32 it took 10-12 s and 11.2 GB against 0.3 s and 5.8 GB of mapped file unpacked, which decodes
+    5-8 % slower (benchmarks/RESULTS.md, "Big models, session 6"). So only small float exports are packed."""
+    if read_onnx_metadata(path).get("precision", "fp32") not in ("fp32", "fp16"):
+        return True
+    data = path.with_name(path.name + ".data")
+    return not data.is_file() or data.stat().st_size <= PACKED_FLOAT_LIMIT
+
+
 class OnnxBackend:
     def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None):
         self.path = Path(path)
         self.name = backend  # "cpu" or "dml"
-        self.session = open_session(self.path, backend=backend, providers=providers, threads=threads)
+        self.session = open_session(self.path, backend=backend, providers=providers, threads=threads,
+                                    prepack=worth_packing(self.path))
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.get("ai_writer_format") != ONNX_FORMAT:
             raise ModelFileError(f"{self.path}: not an ai-writer ONNX export (export one with `ai-writer export onnx`)")
@@ -106,9 +125,13 @@ class OnnxBackend:
     def _check_io(self) -> None:
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        missing = ({"tokens", *STATE_INPUTS} - inputs) | ({"logits", *STATE_OUTPUTS} - outputs)
+        L = self.config.n_layer
+        missing = (({"tokens"} | {n for part in STATE_PARTS for n in state_names(part, L)}) - inputs) | (
+            ({"logits"} | {n for part in STATE_PARTS for n in state_names(part, L, "new_")}) - outputs)
         if missing:
-            raise ModelFileError(f"{self.path}: the ONNX graph lacks {', '.join(sorted(missing))}")
+            shown = sorted(missing)
+            raise ModelFileError(f"{self.path}: the ONNX graph lacks {', '.join(shown[:4])}"
+                                 + (f" and {len(shown) - 4} more (an export of an older ai-writer?)" if len(shown) > 4 else ""))
 
     def tokenizer(self) -> CharTokenizer | None:
         """The vocabulary stored in the export's metadata (None when it has none)."""
@@ -148,9 +171,28 @@ class OnnxBackend:
         tokens = check_tokens(token_ids, state.batch_size, self.config.vocab_size)
         logits = None
         for start in range(0, tokens.shape[1], PREFILL_SEGMENT):
-            feeds = {"tokens": tokens[:, start : start + PREFILL_SEGMENT], "att_shift": state.att_shift,
-                     "wkv": state.wkv, "ffn_shift": state.ffn_shift}
-            logits, *new = self.session.run(["logits", *STATE_OUTPUTS], feeds)
-            state = OnnxState(*new)
+            logits, state = self._run(np.ascontiguousarray(tokens[:, start : start + PREFILL_SEGMENT]), state)
         return logits, state
 
+    def _run(self, tokens: np.ndarray, state: OnnxState) -> tuple[np.ndarray, OnnxState]:
+        """One call of the graph. Each layer's slice of the stacked state arrays is bound as that layer's
+        input, and each new layer state is written by ONNX Runtime straight into its slice of new stacked
+        arrays: the state is never split, joined or copied around the call."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("tokens", tokens)
+        new = OnnxState(*(np.empty(a.shape, dtype=np.float32) for a in state.arrays()))
+        logits = np.empty((tokens.shape[0], self.config.vocab_size), dtype=np.float32)
+        _bind(binding.bind_output, "logits", logits)
+        given = [np.ascontiguousarray(a, dtype=np.float32) for a in state.arrays()]  # alive until the run ends
+        for part, old_array, new_array in zip(STATE_PARTS, given, new.arrays()):
+            for i, (name, new_name) in enumerate(zip(state_names(part, len(old_array)),
+                                                     state_names(part, len(old_array), "new_"))):
+                _bind(binding.bind_input, name, old_array[layer_slice(part, i)])
+                _bind(binding.bind_output, new_name, new_array[layer_slice(part, i)])
+        self.session.run_with_iobinding(binding)
+        return logits, new
+
+
+def _bind(bind, name: str, array: np.ndarray) -> None:
+    """Bind a C-contiguous float32 array's memory (a slice of a state, the logits) to a graph input or output."""
+    bind(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)

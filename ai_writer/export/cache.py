@@ -34,7 +34,7 @@ from ai_writer.errors import ModelFileError
 from ai_writer.files import write_atomic
 from ai_writer.models.formats import recognise
 
-EXPORT_VERSION = 7  # part of the cache file names: bump it when the exported graph changes
+EXPORT_VERSION = 8  # part of the cache file names: bump it when the exported graph changes
 SAMPLED_BLOCKS = 16
 BLOCK_BYTES = 65536
 

@@ -8,38 +8,32 @@ alone (no torch; a `.pth`'s pickle is read by the restricted unpickler, which ru
 `export_checkpoint` exports a Checkpoint already open in this process (a model just trained).
 
 The file: opset 21, one graph (built in models/rwkv/onnx_v7.py, or onnx_v5.py for RWKV-5.2
-and RWKV-6) with inputs `tokens` int64 (B, T), `att_shift` (L, B, C), `wkv` (L, B, H, N, N),
-`ffn_shift` (L, B, C), all float32, and outputs `logits` (B, V) for the last position,
-`new_att_shift`, `new_wkv`, `new_ffn_shift`: the state of rwkv7.RWKV7State (every version's
-torch state) as arrays. Its metadata_props: `ai_writer_format` (FORMAT),
+and RWKV-6) with inputs `tokens` int64 (B, T) and each layer's state `att_shift.i` (1, B, C),
+`wkv.i` (B, H, N, N), `ffn_shift.i` (1, B, C), all float32, and outputs `logits` (B, V) for the
+last position and `new_att_shift.i`, `new_wkv.i`, `new_ffn_shift.i`: layer i's part of the state
+of rwkv7.RWKV7State (every version's torch state), whose stacked (L, B, ...) arrays the backend
+binds slice by slice. Its metadata_props: `ai_writer_format` (FORMAT),
 `config` (ModelConfig JSON), `precision`, `source` (a fingerprint of the model file it came
 from, chosen by the caller), and `vocab`, `unknown_char` when the model carries a vocabulary.
 Weights of 64 KiB or more are in one `NAME.onnx.data` beside it, each at a 64 KiB boundary.
 
-Graph design (models/rwkv/onnx_v7.py; onnx_v5.py follows it): an If on T > 1 reads the first
-T - 1 tokens in the chunked form into a state; the main graph then runs the step form on the
-last token. Decode speed of RWKV-7 graphs (T = 1,
-B = 1, ORT 1.31 CPUExecutionProvider, 1 thread, ORT_ENABLE_ALL; designs alternating in timed
-blocks in one process, CPU time; a 2-core AMD EPYC VM shared with a training job, so medians of
-per-round ratios, best block in brackets; benchmarks/onnx_decode_design.py):
-
-    model                        step-only graph     this design            If on T == 1
-    random L12-D768 V8849        64.6 tok/s (66.6)   0.998x (72.0 tok/s)    0.970x (69.5 tok/s)
-    shipped L6-D256 V4836        best 1066 us/step   0.994x, best 1043 us   0.951x, best 1149 us
-    random L2-D64 V50 (cached)   best 85.3 us/step   best 91.4 us: +6 us    best 113.3 us: +28 us
-
-Differences of a few per cent on the two bigger models are within this machine's noise; the
-tiny model shows the fixed costs. The If on T == 1 runs every decode step as a subgraph, which
-costs ONNX Runtime a fixed ~28 µs plus a share that grows with the graph (up to 8 % on the
-shipped model), so it was not chosen; this design pays one near-empty If call (~6 µs), and a
-prefill pays one step form at its end.
+Graph design (models/rwkv/onnx_v7.py; onnx_v5.py follows it): one layer stack for any T, each
+weight one node, an If per layer on T == 1 between the step and the chunked recurrence. Measured
+against the design it replaced (an If reading the first T - 1 tokens through a chunked copy of
+the whole stack, the step form on the last token) on the RWKV-7 1.5B layout in int8, 2 threads,
+designs alternating, quiet machine (benchmarks/RESULTS.md, "Big models, session 6"): session
+start 2.42-2.44 s -> 1.38-1.46 s (each matrix packed once instead of twice), decode step
+72.9-78.4 ms -> 72.5-75.2 ms. Against a decode-only graph (no If at all), measured on the
+previous design: 3.5 ms of a 77 ms step; benchmarks/onnx_decode_design.py measures the cost of
+the file's design against a decode-only graph.
 
 Precisions: `fp32`; `fp16` (weights and activations fp16 for GPU providers, the decay and
 the wkv recurrence in fp32, inputs and outputs float32; it runs on the CPU too, slowly, through
 casts ONNX Runtime inserts); `int8` and `int4`: the projection and FFN matrices as ONNX
 Runtime's MatMulNBits with 8- or 4-bit weights, one scale per block (export/weights.py has the
-table of what each weight becomes), MatMuls inside the If included; the head 8-bit, the
-embedding fp16 (gathered, then widened), the low-rank matrices float. The first int8 export
+table of what each weight becomes); the head quantized too, the embedding fp16 (gathered, then
+widened), the low-rank matrices 8-bit (a layer's four input-side ones as one matrix reading
+[x, previous - x]: onnx_v7.low_rank_inputs). The first int8 export
 (quantize_dynamic's MatMulInteger, per column) decoded 1.6x as fast as fp32 on one thread;
 MatMulNBits reads the same bytes in one kernel without the separate activation-quantization
 nodes (benchmarks/RESULTS.md, runtime backends). Agreement with fp32 on the shipped model is

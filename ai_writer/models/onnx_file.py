@@ -11,9 +11,40 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ai_writer.errors import ModelFileError
 
 ONNX_FORMAT = "ai-writer-onnx-1"
+STATE_PARTS = ("att_shift", "wkv", "ffn_shift")  # a state's arrays, each (L, B, ...) outside the graph
+
+
+def state_names(part: str, n_layer: int, prefix: str = "") -> list[str]:
+    """The graph's per-layer inputs (prefix "") or outputs (prefix "new_") of one part of the state:
+    `att_shift.0` ... Each layer's slice of the stacked array goes in as it is, so a state is never
+    split or joined inside the graph (att and ffn shifts (1, B, C), wkv (B, H, N, N))."""
+    return [f"{prefix}{part}.{i}" for i in range(n_layer)]
+
+
+def layer_slice(part: str, i: int):
+    """Layer i's slice of a stacked state array, in the graph's shape for it."""
+    return i if part == "wkv" else slice(i, i + 1)
+
+
+def state_feeds(arrays) -> dict:
+    """The graph inputs for a state given as its stacked arrays (att_shift, wkv, ffn_shift), for
+    session.run; backends/rwkv_onnx.py binds the same slices without copying."""
+    return {name: array[layer_slice(part, i)] for part, array in zip(STATE_PARTS, arrays)
+            for i, name in enumerate(state_names(part, len(array)))}
+
+
+def run_graph(session, tokens, arrays):
+    """One plain session.run of an export: (logits, the new stacked arrays). For tests and measurements."""
+    n_layer = len(arrays[0])
+    fetches = ["logits"] + [n for part in STATE_PARTS for n in state_names(part, n_layer, "new_")]
+    logits, *outputs = session.run(fetches, {"tokens": tokens, **state_feeds(arrays)})
+    parts = [outputs[k * n_layer : (k + 1) * n_layer] for k in range(len(STATE_PARTS))]
+    return logits, [np.stack(p) if part == "wkv" else np.concatenate(p) for part, p in zip(STATE_PARTS, parts)]
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:

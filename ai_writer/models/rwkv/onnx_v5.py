@@ -1,11 +1,10 @@
 """The ONNX graphs of RWKV-5.2 and RWKV-6, built from numpy weights (no torch).
 
 They compute what `rwkv5.RWKV5` and `rwkv6.RWKV6` compute (read those modules for the math),
-with onnx_v7.py's skeleton: the same inputs, outputs and state layout (att_shift (L, B, C),
-wkv (L, B, H, N, N) laid out [key dim, value dim], ffn_shift (L, B, C)), the same "prefix"
-design (an If reads the first T - 1 tokens in the chunked form, the main graph runs the step
-form on the last one), fp16 and int8 as there. What differs is here: the time and channel
-mixing, and the recurrence in both forms.
+with onnx_v7.py's skeleton: the same per-layer inputs, outputs and state layout (wkv laid out
+[key dim, value dim]), the same graph for any number of tokens (an If per layer on T == 1
+between the step and the chunked recurrence), fp16 and the quantized forms as there. What
+differs is here: the time and channel mixing, and the recurrence in both forms.
 
 The chunked recurrence is `rwkv5.wkv_chunked`: chunks of CHUNK_LEN steps, every decay ratio
 Γ_t/Γ_s (s <= t) taken in log space so that decays near 0 never overflow, the coupling of the
@@ -199,6 +198,6 @@ def _channel_mix(g: _Graph, i: int, x: str, previous: str) -> str:
 RWKV5_6 = Architecture(_time_mix, _channel_mix, _Step, _Chunked, after_layer=_halve)
 
 
-def build_model(weights, config: ModelConfig, writer, *, fp16: bool = False, design: str = "prefix") -> onnx.ModelProto:
+def build_model(weights, config: ModelConfig, writer, *, fp16: bool = False, decode_only: bool = False) -> onnx.ModelProto:
     """The model as an ONNX ModelProto; `weights` as `prepare_weights` yields them (see onnx_v7.build_model)."""
-    return _build_model(weights, config, writer, fp16=fp16, design=design, arch=RWKV5_6)
+    return _build_model(weights, config, writer, fp16=fp16, decode_only=decode_only, arch=RWKV5_6)

@@ -1,30 +1,30 @@
 """The ONNX graph of an RWKV-7 model, built node by node from numpy weights (no torch).
 
 It computes exactly what `rwkv7.RWKV7.forward` computes (read that module for the math);
-export/onnx.py writes it to a file. Inputs `tokens` (B, T) and the state `att_shift`
-(L, B, C), `wkv` (L, B, H, N, N), `ffn_shift` (L, B, C); outputs the last position's `logits`
-(B, V) and `new_att_shift`, `new_wkv`, `new_ffn_shift`. B and T are dynamic.
+export/onnx.py writes it to a file. Inputs `tokens` (B, T) and each layer's state,
+`att_shift.i` (1, B, C), `wkv.i` (B, H, N, N), `ffn_shift.i` (1, B, C) (models/onnx_file.py
+names them); outputs the last position's `logits` (B, V) and `new_att_shift.i`, `new_wkv.i`,
+`new_ffn_shift.i`. B and T are dynamic. Per-layer inputs and outputs let the backend bind each
+layer's slice of its stacked state arrays: the state is never split or joined in the graph.
 
-Two forms of the layer stack share the weights, the initializers of the main graph:
+One graph reads any number of tokens (_AnyLengthForm): the projections, the mixing and the FFN
+run once on all T positions, so every weight has exactly one node and ONNX Runtime packs each
+quantized matrix once; only the recurrence differs, an If per layer on T == 1 choosing between
 
-- step (decoding): (1, B, C) rows, matrix-vector products, the wkv update as in
-  `rwkv7.wkv_step`;
-- chunked (prefill): the projections as (B·T, C) matrix products and the recurrence as
-  `rwkv7.wkv_chunked`: padded to whole chunks of CHUNK_LEN steps (padded steps have decay 1
-  and every other input 0, so they leave the state alone), everything inside a chunk computed
-  for all chunks at once, and only the hand-over of the state from chunk to chunk sequential,
-  in a Scan. ONNX has no triangular solve: (I - A)⁻¹ for strictly lower-triangular A is built
-  by doubling the solved block size, X₂ₛ = Xₛ + Xₛ·Aₛ·Xₛ (Aₛ: the entries of A that couple
-  two neighbouring s-blocks); that is block forward substitution, exact and as stable as it.
+- the step recurrence (decoding): matrix-vector products, the wkv update as in `rwkv7.wkv_step`;
+- the chunked recurrence (prefill): as `rwkv7.wkv_chunked`, padded to whole chunks of CHUNK_LEN
+  steps (padded steps have decay 1 and every other input 0, so they leave the state alone),
+  everything inside a chunk computed for all chunks at once, and only the hand-over of the state
+  from chunk to chunk sequential, in a Scan. ONNX has no triangular solve: (I - A)⁻¹ for
+  strictly lower-triangular A is built by doubling the solved block size, X₂ₛ = Xₛ + Xₛ·Aₛ·Xₛ
+  (Aₛ: the entries of A that couple two neighbouring s-blocks); that is block forward
+  substitution, exact and as stable as it.
 
-How one graph holds both ("prefix" design): an `If` on T > 1 reads the first T - 1 tokens in
-the chunked form into a state (the other branch passes the state through), then the main graph
-runs the step form on the last token, which gives the logits. Decoding thus runs the step form
-in the main graph, where ONNX Runtime plans memory best, and pays only for one near-empty If
-call (about 6 µs); the last FFN and the head run on one position in every case. The obvious
-design, an If on T == 1 choosing between a whole step form and a whole chunked form, runs every
-decode step as a subgraph and was measurably slower. The figures are in export/onnx.py's
-docstring; benchmarks/onnx_decode_design.py measures them again.
+Neither branch holds a weight. The earlier design (an If reading the first T - 1 tokens in a
+chunked copy of the whole layer stack, then the step form on the last token) had two nodes per
+weight: ONNX Runtime packed every matrix twice, which was half of a quantized model's start
+(RWKV-7 1.5B int8: session 2.4 s, now 1.4 s) at the same decode speed (export/onnx.py). The
+last layer's FFN and the head run on the last position only.
 
 In fp16 the weights and activations are fp16 and the decay and wkv recurrence run in fp32, as
 the torch model does under half precision; the graph's inputs and outputs stay float32.
@@ -41,6 +41,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ai_writer.models.config import ModelConfig
+from ai_writer.models.onnx_file import STATE_PARTS, state_names
 
 OPSET = 21
 ACCURACY_LEVEL = 4  # MatMulNBits: activations quantized to int8 per block too, integer dot products
@@ -49,7 +50,8 @@ DECAY_SCALE = math.exp(-0.5)  # as rwkv7.DECAY_SCALE: log w = -exp(-0.5) * sigmo
 GROUP_NORM_EPS = 64e-5  # as rwkv7.GROUP_NORM_EPS
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default
 NORMALIZE_EPS = 1e-12  # F.normalize's default
-LORAS = ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2")
+LORAS_IN = ("w1", "a1", "v1", "g1")  # the low-rank matrices that read the token-shifted input
+LORAS_OUT = ("w2", "a2", "v2", "g2")
 PROJECTIONS = ("receptance", "key", "value", "output")
 
 
@@ -86,6 +88,15 @@ def folded_embedding(get) -> np.ndarray:
     return emb
 
 
+def low_rank_inputs(get, prefix: str, with_v: bool) -> np.ndarray:
+    """w1, a1, (v1,) g1 as one (2C, Dw + Da + Dv + Dg) matrix that reads [x, xx] (xx: the previous token
+    minus x). Each LoRA reads its own mix x + xx·x_n; as x·m + xx·(x_n·m), one product serves them all:
+    one matrix-vector call a layer instead of four."""
+    parts = [(get(prefix + n), get(prefix + f"x_{n[0]}", (-1,))) for n in LORAS_IN if with_v or n != "v1"]
+    return np.concatenate([np.concatenate([m for m, _ in parts], axis=1),
+                           np.concatenate([m * lerp[:, None] for m, lerp in parts], axis=1)], axis=0)
+
+
 def prepare_weights(tensors, config: ModelConfig):
     """Yield (name, array, role) one weight at a time, folding what never changes, as the torch model
     does at load: ln0 into the embedding, the projections transposed to [in, out], vectors flattened,
@@ -98,13 +109,15 @@ def prepare_weights(tensors, config: ModelConfig):
         for name in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.w0", "att.a0", "att.k_k",
                      "att.r_k", "ffn.x_k") + (("att.v0",) if i > 0 else ()):
             yield p + name, get(p + name, (C,)), "vector"
-        yield p + "att.lerp", np.stack([get(p + f"att.x_{n}", (1, 1, C)) for n in "rwkvag"]), "vector"  # (6,1,1,C)
+        for n in "rkv":
+            yield p + f"att.x_{n}", get(p + f"att.x_{n}", (C,)), "vector"
         k_a = get(p + "att.k_a", (C,))
         yield p + "att.k_a", k_a, "vector"
         yield p + "att.one_minus_k_a", 1 - k_a, "vector"  # 1 + (a - 1)·k_a = a·k_a + (1 - k_a)
         yield p + "att.ln_x.weight", get(p + "att.ln_x.weight", (H, N)), "vector"
         yield p + "att.ln_x.bias", get(p + "att.ln_x.bias", (H, N)), "vector"
-        for name in LORAS:
+        yield p + "att.lora_in", low_rank_inputs(get, p + "att.", i > 0), "lora"
+        for name in LORAS_OUT:
             if i > 0 or name[0] != "v":
                 yield p + "att." + name, get(p + "att." + name), "lora"
         for name in PROJECTIONS:
@@ -193,8 +206,11 @@ class _Graph:
     def layer_norm(self, x: str, prefix: str, eps: float = LAYER_NORM_EPS) -> str:
         return self.op("LayerNormalization", x, prefix + ".weight", prefix + ".bias", axis=-1, epsilon=eps)
 
-    def split(self, x: str, n: int, axis: int) -> list[str]:
-        return self.op("Split", x, axis=axis, num_outputs=n, outputs=n) if n > 1 else [x]
+    def split(self, x: str, parts: int | list[int], axis: int) -> list[str]:
+        """`x` cut along `axis` into `parts` equal pieces, or into pieces of the sizes listed."""
+        if isinstance(parts, int):
+            return self.op("Split", x, axis=axis, num_outputs=parts, outputs=parts) if parts > 1 else [x]
+        return self.op("Split", x, self.const(parts), axis=axis, outputs=len(parts)) if len(parts) > 1 else [x]
 
     def graph(self, name: str, inputs, outputs) -> onnx.GraphProto:
         return helper.make_graph(self.nodes, name, inputs, outputs)
@@ -230,6 +246,10 @@ class _StepForm:
     def last(self, g: _Graph, x: str) -> str:
         return x
 
+    def last_row(self, g: _Graph, x: str) -> str:
+        """The last position as a state row (1, B, C)."""
+        return x
+
     def wkv(self, g: _Graph, r, log_w, k, v, a, b, state):
         """As rwkv7.wkv_step: r, k, v (1, B, C), log_w (1, B, C) fp32, a, b (1, B, H, N), state (B, H, N, N)."""
         H, N = self.config.n_head, self.config.head_size
@@ -237,8 +257,9 @@ class _StepForm:
         row = lambda t: g.reshape(g.to_f32(t), [-1, H, 1, N])  # noqa: E731
         state_a = g.op("MatMul", state, column(a))  # (B, H, N, 1)
         new = g.op("Mul", state, row(g.op("Exp", log_w)))
-        new = g.op("Add", new, g.op("Mul", state_a, row(b)))
-        new = g.op("Add", new, g.op("Mul", column(v), row(k)))  # (B, H, N, N)
+        # state_a·bᵀ + v·kᵀ as one product of rank 2: one pass over the (B, H, N, N) state instead of four
+        outer = g.op("MatMul", g.op("Concat", state_a, column(v), axis=3), g.op("Concat", row(b), row(k), axis=2))
+        new = g.op("Add", new, outer)  # (B, H, N, N)
         y = g.op("MatMul", new, column(r))  # (B, H, N, 1)
         return g.reshape(y, [1, -1, H, N]), new
 
@@ -265,6 +286,9 @@ class _ChunkedForm:
 
     def last(self, g: _Graph, x: str) -> str:
         return g.op("Slice", x, g.const([-1]), g.const([2**62]), g.const([1]))  # (B, 1, C)
+
+    def last_row(self, g: _Graph, x: str) -> str:
+        return g.reshape(self.last(g, x), [1, -1, self.config.n_embd])
 
     def wkv(self, g: _Graph, r, log_w, k, v, a, b, state):
         """r, k, v, log_w (B, T, C), a, b (B, T, H, N), state (B, H, N, N) -> y (B, T, H, N), state."""
@@ -306,6 +330,46 @@ class _ChunkedForm:
         state, y = g.op("Scan", state, *per_chunk, outputs=2, body=body, num_scan_inputs=len(per_chunk))
         y = g.reshape(g.op("Transpose", y, perm=[1, 0, 3, 2, 4]), [0, -1, H, N])  # (B, Tp, H, N)
         return g.op("Slice", y, g.const([0]), self.length, g.const([1])), state
+
+
+class _AnyLengthForm:
+    """Any T (the file's form): rows are (B, T, C). Projections, mixing and the FFN run once on all T
+    positions, so each weight has one node and ONNX Runtime packs it once; only the recurrence
+    differs: an If on T == 1 runs the step recurrence, else the chunked one. Neither branch holds a
+    weight, and each writes its results straight into the If's outputs."""
+
+    def __init__(self, config: ModelConfig, g: _Graph, arch: "Architecture"):
+        self.config = config
+        length = g.op("Shape", "tokens", start=1, end=2)
+        self.step, self.chunked = arch.step_form(config), arch.chunked_form(config, g, length)
+        self.is_step = g.op("Equal", length, g.const([1]))
+        self._branches = 0
+
+    def enter(self, g: _Graph, x: str) -> str:
+        return x
+
+    def previous(self, g: _Graph, x: str, shift: str) -> str:
+        return self.chunked.previous(g, x, shift)
+
+    def last(self, g: _Graph, x: str) -> str:
+        return self.chunked.last(g, x)
+
+    def last_row(self, g: _Graph, x: str) -> str:
+        return self.chunked.last_row(g, x)
+
+    def wkv(self, g: _Graph, *args):
+        """(y (B, T, H, N) float32, the new state (B, H, N, N)) from the form's wkv arguments."""
+        H, N = self.config.n_head, self.config.head_size
+        self._branches += 1
+        step = _Graph(g.init, f"{g.scope}step{self._branches}/")
+        y, state = self.step.wkv(step, *args)
+        step_out = [step.reshape(y, [-1, 1, H, N]), state]
+        chunked = _Graph(g.init, f"{g.scope}chunked{self._branches}/")
+        chunked_out = list(self.chunked.wkv(chunked, *args))
+        y, state = g.op("If", self.is_step, name=f"wkv{self._branches}", outputs=2,
+                        then_branch=step.graph("step", [], [_value(t) for t in step_out]),
+                        else_branch=chunked.graph("chunked", [], [_value(t) for t in chunked_out]))
+        return y, state
 
 
 def _product_mask(c: int) -> np.ndarray:
@@ -354,13 +418,13 @@ def _time_mix(g: _Graph, form, config: ModelConfig, i: int, x, shift, state, v_f
     lora = lambda t, name: g.matmul(t, p + name)  # noqa: E731
     heads = lambda t: g.reshape(t, [0, 0, H, N])  # noqa: E731
     xx = g.op("Sub", form.previous(g, x, shift), x)
-    mixed = g.op("Add", x, g.op("Mul", xx, p + "lerp"))  # (6, ..., C)
-    xr, xw, xk, xv, xa, xg = (g.op("Squeeze", t, g.const([0])) for t in g.split(mixed, 6, axis=0))
-
+    xr, xk, xv = (g.op("Add", x, g.op("Mul", xx, p + f"x_{n}")) for n in "rkv")
     r, k, v = g.matmul(xr, p + "receptance"), g.matmul(xk, p + "key"), g.matmul(xv, p + "value")
-    w = lora(g.op("Tanh", lora(xw, "w1")), "w2")
-    a = g.op("Sigmoid", g.op("Add", p + "a0", lora(lora(xa, "a1"), "a2")))
-    gate = lora(g.op("Sigmoid", lora(xg, "g1")), "g2")
+    widths = [config.dim_w, config.dim_a] + ([config.dim_v] if i > 0 else []) + [config.dim_g]
+    low = g.split(lora(g.op("Concat", x, xx, axis=-1), "lora_in"), widths, axis=-1)  # low_rank_inputs
+    w = lora(g.op("Tanh", low[0]), "w2")
+    a = g.op("Sigmoid", g.op("Add", p + "a0", lora(low[1], "a2")))
+    gate = lora(g.op("Sigmoid", low[-1]), "g2")
 
     kk = heads(g.op("Mul", k, p + "k_k"))
     norm = g.op("Max", g.op("ReduceL2", kk, g.const([-1]), keepdims=1), g.act(NORMALIZE_EPS))
@@ -369,7 +433,7 @@ def _time_mix(g: _Graph, form, config: ModelConfig, i: int, x, shift, state, v_f
     if i == 0:
         v_first = v
     else:
-        mix = g.op("Sigmoid", g.op("Add", p + "v0", lora(lora(xv, "v1"), "v2")))
+        mix = g.op("Sigmoid", g.op("Add", p + "v0", lora(low[2], "v2")))
         v = g.op("Add", v, g.op("Mul", g.op("Sub", v_first, v), mix))
     log_w = g.op("Sigmoid", g.to_f32(g.op("Add", p + "w0", w)))
     log_w = g.op("Mul", log_w, g.const(-DECAY_SCALE, np.float32))
@@ -401,58 +465,41 @@ class Architecture:
     after_layer: Callable = lambda g, i, x: x  # noqa: E731  (g, i, x) -> x, e.g. a rescaling
 
 
-def _layers(g: _Graph, form, config: ModelConfig, x: str, att: list, wkv: list, ffn: list, logits: bool = True,
-            arch: Architecture | None = None):
-    """The layer stack on per-layer states, att and ffn shifts (1, B, C) and wkv (1, B, H, N, N).
+def _layers(g: _Graph, form, config: ModelConfig, x: str, att: list, wkv: list, ffn: list, arch: Architecture):
+    """The layer stack on per-layer states: att and ffn shifts (1, B, C), wkv (B, H, N, N).
 
-    Returns (logits (B, V), new att shifts, new wkv states, new ffn shifts), the states again per
-    layer. With logits=False the logits are None and the last FFN is skipped: only its input's
-    shift counts. `arch` defaults to RWKV-7.
+    Returns (logits (B, V) of the last position, new att shifts, new wkv states, new ffn shifts),
+    the states again per layer. The last layer's FFN and the head run on the last position only.
     """
-    arch = arch or RWKV7
-    L, C, H, N = config.n_layer, config.n_embd, config.n_head, config.head_size
     x = form.enter(g, x)
-    new_att, new_wkv, new_ffn, v_first = [], [], [], None
-    for i in range(L):
+    new_att, new_wkv, new_ffn, carry = [], [], [], None
+    for i in range(config.n_layer):
         p = f"blocks.{i}."
         h = g.layer_norm(x, p + "ln1")
-        out, state, v_first = arch.time_mix(g, form, config, i, h, att[i], g.reshape(wkv[i], [-1, H, N, N]), v_first)
+        out, state, carry = arch.time_mix(g, form, config, i, h, att[i], wkv[i], carry)
         x = g.op("Add", x, out)
-        new_att.append(g.reshape(form.last(g, h), [1, -1, C]))
-        new_wkv.append(g.reshape(state, [1, -1, H, N, N]))
-        if i == L - 1 and not logits:
-            new_ffn.append(g.reshape(g.layer_norm(form.last(g, x), p + "ln2"), [1, -1, C]))
-            return None, new_att, new_wkv, new_ffn
+        new_att.append(form.last_row(g, h))
+        new_wkv.append(state)
         h = g.layer_norm(x, p + "ln2")
-        x = g.op("Add", x, arch.channel_mix(g, i, h, form.previous(g, h, ffn[i])))
-        new_ffn.append(g.reshape(form.last(g, h), [1, -1, C]))
-        x = arch.after_layer(g, i, x)
-    head = g.reshape(g.matmul(g.layer_norm(form.last(g, x), "ln_out"), "head"), [-1, config.vocab_size])
+        previous = form.previous(g, h, ffn[i])
+        new_ffn.append(form.last_row(g, h))
+        if i == config.n_layer - 1:  # only the last position's output is read, by the head
+            x, h, previous = (form.last(g, t) for t in (x, h, previous))
+        x = arch.after_layer(g, i, g.op("Add", x, arch.channel_mix(g, i, h, previous)))
+    head = g.reshape(g.matmul(g.layer_norm(x, "ln_out"), "head"), [-1, config.vocab_size])
     return head, new_att, new_wkv, new_ffn
 
 
 RWKV7 = Architecture(_time_mix, _channel_mix, _StepForm, _ChunkedForm)
 
 
-def _stacked(g: _Graph, results) -> list[str]:
-    """(logits, att, wkv, ffn) with the per-layer states concatenated to (L, ...)."""
-    logits, *states = results
-    return [logits] + [g.op("Concat", *t, axis=0) if len(t) > 1 else t[0] for t in states]
-
-
-INPUTS = ("tokens", "att_shift", "wkv", "ffn_shift")
-OUTPUTS = ("logits", "new_att_shift", "new_wkv", "new_ffn_shift")
-
-
-def build_model(weights, config: ModelConfig, writer, *, fp16: bool = False, design: str = "prefix",
+def build_model(weights, config: ModelConfig, writer, *, fp16: bool = False, decode_only: bool = False,
                 arch: Architecture = RWKV7) -> onnx.ModelProto:
     """The model as an ONNX ModelProto. `weights` yields (name, array, role) as `prepare_weights` does; each
     goes to `writer` (export/weights.py) as it comes, so the proto holds references to the weights only.
 
-    `design` is for measurements: "prefix" (the file's design: an If reads the first T - 1
-    tokens in chunked form when T > 1, then the main graph runs the step form on the last
-    token), "if" (an If on T == 1 between a whole step form and a whole chunked form), "step"
-    (decoding only).
+    The file's graph reads any number of tokens (_AnyLengthForm); `decode_only` builds the step form
+    alone, for one token at a time (measurements: the bound of what the If on T costs).
     """
     init = _Initializers(np.dtype(np.float16 if fp16 else np.float32), writer)
     for name, array, role in weights:
@@ -460,67 +507,29 @@ def build_model(weights, config: ModelConfig, writer, *, fp16: bool = False, des
         del array  # the writer has stored it: nothing of it stays
     L, C, H, N, V = config.n_layer, config.n_embd, config.n_head, config.head_size, config.vocab_size
     g = _Graph(init, "")
-
-    def per_layer(g: _Graph, state) -> list[list[str]]:
-        """The state tensors split per layer: shifts (1, B, C), wkv (1, B, H, N, N)."""
-        return [g.split(t, L, axis=0) for t in state]
-
-    def tokens_slice(g: _Graph, start: int, end: int) -> str:
-        return g.op("Slice", "tokens", g.const([start]), g.const([end]), g.const([1]))
-
-    state = (g.to_act("att_shift"), "wkv", g.to_act("ffn_shift"))
-    if design == "prefix":
-        prefix = _Graph(init, "prefix/")  # T > 1: every token but the last, chunked, to a state
-        length = prefix.op("Shape", tokens_slice(prefix, 0, -1), start=1, end=2)
-        x = prefix.embed(tokens_slice(prefix, 0, -1))
-        _, *read = _layers(prefix, arch.chunked_form(config, prefix, length), config, x, *per_layer(prefix, state),
-                           logits=False, arch=arch)
-        unchanged = _Graph(init, "unchanged/")  # T == 1: the state as given
-        kept = per_layer(unchanged, state) if L > 1 else [[unchanged.op("Identity", t)] for t in state]
-        is_prefill = g.op("Greater", g.op("Shape", "tokens", start=1, end=2), g.const([1]))
-        flat = g.op("If", is_prefill, name="prefix", outputs=3 * L,
-                    then_branch=prefix.graph("prefix", [], _values(read, init)),
-                    else_branch=unchanged.graph("unchanged", [], _values(kept, init)))
-        state_per_layer = [flat[k * L : (k + 1) * L] for k in range(3)]
-    if design in ("prefix", "step"):
-        x = g.embed(tokens_slice(g, -1, 2**62), name="embedding")  # (B, 1, C)
-        if design == "step":
-            state_per_layer = per_layer(g, state)
-        results = _stacked(g, _layers(g, arch.step_form(config), config, x, *state_per_layer, arch=arch))
-    else:
-        x = g.embed("tokens", name="embedding")  # (B, T, C)
-        step, chunked = _Graph(init, "step/"), _Graph(init, "chunked/")
-        step_out = _stacked(step, _layers(step, arch.step_form(config), config, x, *per_layer(step, state), arch=arch))
-        length = chunked.op("Shape", "tokens", start=1, end=2)
-        chunked_out = _stacked(chunked, _layers(chunked, arch.chunked_form(config, chunked, length), config, x,
-                                                *per_layer(chunked, state), arch=arch))
-        is_step = g.op("Equal", g.op("Shape", "tokens", start=1, end=2), g.const([1]))
-        results = g.op("If", is_step, name="form", outputs=4,
-                       then_branch=step.graph("step", [], _values(step_out, init, logits=True)),
-                       else_branch=chunked.graph("chunked", [], _values(chunked_out, init, logits=True)))
-    for result, name in zip(results, OUTPUTS):
-        if fp16 and name != "new_wkv":
+    inputs = {part: state_names(part, L) for part in STATE_PARTS}
+    state = [[g.to_act(name) for name in inputs["att_shift"]], inputs["wkv"],
+             [g.to_act(name) for name in inputs["ffn_shift"]]]
+    form = arch.step_form(config) if decode_only else _AnyLengthForm(config, g, arch)
+    logits, *new = _layers(g, form, config, g.embed("tokens", name="embedding"), *state, arch=arch)
+    outputs = {"logits": logits, **{name: value for part, values in zip(STATE_PARTS, new)
+                                    for name, value in zip(state_names(part, L, "new_"), values)}}
+    for name, result in outputs.items():
+        if fp16 and not name.startswith("new_wkv"):
             g.op("Cast", result, to=TensorProto.FLOAT, name=name)
             g.rename(g.nodes[-1].output[0], name)
         else:
             g.rename(result, name)
 
-    inputs = [_value("tokens", ["batch", "time"], TensorProto.INT64), _value("att_shift", [L, "batch", C]),
-              _value("wkv", [L, "batch", H, N, N]), _value("ffn_shift", [L, "batch", C])]
-    outputs = [_value("logits", ["batch", V]), _value("new_att_shift", [L, "batch", C]),
-               _value("new_wkv", [L, "batch", H, N, N]), _value("new_ffn_shift", [L, "batch", C])]
-    graph = helper.make_graph(g.nodes, f"rwkv{config.version}", inputs, outputs, initializer=writer.initializers)
+    shapes = {"att_shift": [1, "batch", C], "wkv": ["batch", H, N, N], "ffn_shift": [1, "batch", C]}
+    graph_inputs = [_value("tokens", ["batch", "time"], TensorProto.INT64)]
+    graph_outputs = [_value("logits", ["batch", V])]
+    for part in STATE_PARTS:
+        graph_inputs += [_value(name, shapes[part]) for name in state_names(part, L)]
+        graph_outputs += [_value(name, shapes[part]) for name in state_names(part, L, "new_")]
+    graph = helper.make_graph(g.nodes, f"rwkv{config.version}", graph_inputs, graph_outputs,
+                              initializer=writer.initializers)
     opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("com.microsoft", 1)] if writer.quantized else [])
     model = helper.make_model(graph, opset_imports=opsets, producer_name="ai-writer")
     model.ir_version = 10  # the IR of opset 21; onnxruntime 1.17+ reads it
     return model
-
-
-def _values(names, init: _Initializers, logits: bool = False) -> list[onnx.ValueInfoProto]:
-    """Value infos of a branch's outputs: (logits,) then att shifts, wkv states (fp32), ffn shifts,
-    as lists per layer or as one stacked value each."""
-    act = TensorProto.FLOAT16 if init.act == np.float16 else TensorProto.FLOAT
-    if logits:
-        names = [[n] for n in names]
-    elems = ([act] if logits else []) + [act, TensorProto.FLOAT, act]
-    return [_value(name, elem=elem) for group, elem in zip(names, elems) for name in group]
