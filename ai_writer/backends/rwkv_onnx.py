@@ -120,14 +120,16 @@ class OnnxBackend:
         self.config = ModelConfig.from_json(self.metadata.get("config", ""), str(self.path))
         self.precision = self.metadata.get("precision", "fp32")
         self.initial_wkv: np.ndarray | None = None
+        L = self.config.n_layer  # (part, input name, output name, the layer's slice), once: read every step
+        self._layer_io = [(k, name, new_name, layer_slice(part, i)) for k, part in enumerate(STATE_PARTS)
+                          for i, (name, new_name) in enumerate(zip(state_names(part, L), state_names(part, L, "new_")))]
         self._check_io()
 
     def _check_io(self) -> None:
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        L = self.config.n_layer
-        missing = (({"tokens"} | {n for part in STATE_PARTS for n in state_names(part, L)}) - inputs) | (
-            ({"logits"} | {n for part in STATE_PARTS for n in state_names(part, L, "new_")}) - outputs)
+        missing = (({"tokens"} | {io[1] for io in self._layer_io}) - inputs) | (
+            ({"logits"} | {io[2] for io in self._layer_io}) - outputs)
         if missing:
             shown = sorted(missing)
             raise ModelFileError(f"{self.path}: the ONNX graph lacks {', '.join(shown[:4])}"
@@ -184,11 +186,10 @@ class OnnxBackend:
         logits = np.empty((tokens.shape[0], self.config.vocab_size), dtype=np.float32)
         _bind(binding.bind_output, "logits", logits)
         given = [np.ascontiguousarray(a, dtype=np.float32) for a in state.arrays()]  # alive until the run ends
-        for part, old_array, new_array in zip(STATE_PARTS, given, new.arrays()):
-            for i, (name, new_name) in enumerate(zip(state_names(part, len(old_array)),
-                                                     state_names(part, len(old_array), "new_"))):
-                _bind(binding.bind_input, name, old_array[layer_slice(part, i)])
-                _bind(binding.bind_output, new_name, new_array[layer_slice(part, i)])
+        made = new.arrays()
+        for k, name, new_name, layer in self._layer_io:
+            _bind(binding.bind_input, name, given[k][layer])
+            _bind(binding.bind_output, new_name, made[k][layer])
         self.session.run_with_iobinding(binding)
         return logits, new
 
