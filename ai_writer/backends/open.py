@@ -136,7 +136,12 @@ def _read_world_table_meanwhile(onnx_path: Path) -> threading.Thread | None:
     entries, ~0.3 s) while ONNX Runtime opens the session, which releases the GIL (~0.3 s of a 1.5B model's
     start: benchmarks/RESULTS.md, "Big models, session 6"). A failure is left to the caller's own read."""
     metadata = read_onnx_metadata(onnx_path)
-    if "vocab" in metadata or ModelConfig.from_json(metadata.get("config", ""), str(onnx_path)).vocab_size != WORLD_VOCAB_SIZE:
+    if "vocab" in metadata or "config" not in metadata:  # a file OnnxBackend will judge itself
+        return None
+    try:
+        if ModelConfig.from_json(metadata["config"], str(onnx_path)).vocab_size != WORLD_VOCAB_SIZE:
+            return None
+    except ModelFileError:
         return None
 
     def read() -> None:
