@@ -8,15 +8,15 @@
 | `lora` (low-rank) | float32 | float16 | MatMulNBits 8-bit | MatMulNBits 8-bit |
 | `vector` | float32 | float16 | float32 | float32 |
 
-Blocks of 128 inputs share a scale (or the largest smaller power of two that divides a matrix's
-inputs): chosen by measured speed and accuracy (benchmarks/RESULTS.md, "Block sizes").
+Blocks of 256 inputs (int8) or 128 (int4) share a scale (or the largest smaller power of two that
+divides a matrix's inputs): chosen by measured speed and accuracy (benchmarks/RESULTS.md, "Block sizes").
 export/weights.py writes weights in these forms; backends/precision.py counts their bytes.
 """
 
 from __future__ import annotations
 
 ROLES = ("matrix", "head", "embedding", "lora", "vector")
-INT8_BLOCK = 128  # inputs per scale, 8-bit weights (benchmarks/RESULTS.md, "Block sizes")
+INT8_BLOCK = 256  # inputs per scale, 8-bit weights (benchmarks/RESULTS.md, "Block sizes")
 INT4_BLOCK = 128  # inputs per scale, 4-bit weights (ibid.)
 INT4_HEAD_BITS = 4  # the head of an int4 export (ibid.)
 INT4_LORA_BITS = 8  # the low-rank matrices of an int4 export; 0: float32 (ibid.)
