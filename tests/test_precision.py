@@ -33,7 +33,7 @@ def test_weight_sizes_follow_the_formats(config):
 def test_auto_takes_the_most_precise_format_that_fits_comfortably():
     assert choose_precision("cpu", H_WORLD_15B, available=memory(64)).precision == "fp32"
     assert choose_precision("cpu", H_WORLD_15B, available=memory(7.1)).precision == "int8"
-    assert choose_precision("cpu", H_WORLD_15B, available=memory(3.6)).precision == "int4"
+    assert choose_precision("cpu", H_WORLD_15B, available=memory(2.4)).precision == "int4"
     assert choose_precision("torch-cpu", H_WORLD_15B, available=memory(7.1)).precision == "bf16"
     assert choose_precision("cuda", H_WORLD_15B, available=memory(1)).precision == "fp16"  # GPU memory: not RAM
 

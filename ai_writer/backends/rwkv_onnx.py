@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ai_writer.backends.base import PREFILL_SEGMENT, check_tokens
+from ai_writer.backends.precision import COMFORTABLE, available_memory
 from ai_writer.models.config import ModelConfig
 from ai_writer.models.onnx_file import ONNX_FORMAT, read_onnx_metadata, STATE_PARTS, layer_slice, state_names
 from ai_writer.errors import ModelFileError
@@ -60,11 +61,13 @@ class OnnxState:
         return OnnxState(*(a.copy() for a in self.arrays()))
 
 
-def open_session(path: Path, *, backend: str, providers: Sequence[str], threads: int | None, prepack: bool = True):
+def open_session(path: Path, *, backend: str, providers: Sequence[str], threads: int | None, prepack: bool = True,
+                 parallel: bool = True):
     """An ONNX Runtime session with the options chosen for ai-writer; a bad file is one line.
 
     `prepack=False` keeps ONNX Runtime from copying the matrices into its packed layout when the
-    session opens: they are read from the memory-mapped file as they are (see `worth_packing`)."""
+    session opens: they are read from the memory-mapped file as they are (see `worth_packing`).
+    `parallel` packs them on all threads at once, else one matrix after another (see `pack_in_parallel`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -78,9 +81,8 @@ def open_session(path: Path, *, backend: str, providers: Sequence[str], threads:
     # sleep when idle; threads asked for explicitly (--threads) spin, as their cores are meant
     # for this.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if threads is not None else "0")
-    # MatMulNBits repacks its quantized weights when the session opens: on all threads, that is most of a
-    # big model's start (benchmarks/RESULTS.md, big models: start).
-    options.add_session_config_entry("session.prepack.enable_parallel", "1")
+    if parallel:
+        options.add_session_config_entry("session.prepack.enable_parallel", "1")
     if not prepack:
         options.add_session_config_entry("session.disable_prepacking", "1")
     if backend == "dml":  # DirectML needs these two (onnxruntime-directml's documented requirements)
@@ -108,12 +110,26 @@ def worth_packing(path: Path) -> bool:
     return not data.is_file() or data.stat().st_size <= PACKED_FLOAT_LIMIT
 
 
+def pack_in_parallel(path: Path, available: Callable[[], int] = available_memory) -> bool:
+    """Whether ONNX Runtime may pack the export's matrices on all threads at once when the session opens.
+    In parallel it opens a 1.5B int8 export 0.6 s sooner (3B: 1.7 s), but keeps the pages of every
+    matrix it read from the mapped file until the end: twice the file at the peak (2.9 GB against
+    1.7 GB; benchmarks/RESULTS.md, "Big models, session 7"). Those pages are clean, yet a machine short
+    of memory would have to drop others for them: so in parallel only while twice the file fits
+    comfortably in the memory available, one matrix after another otherwise."""
+    data = path.with_name(path.name + ".data")
+    size = data.stat().st_size if data.is_file() else 0
+    return 2 * size <= COMFORTABLE * available()
+
+
 class OnnxBackend:
-    def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None,
+                 available: Callable[[], int] = available_memory):
+        """`available`: the bytes of memory the OS can give now (backends/precision.py), for `pack_in_parallel`."""
         self.path = Path(path)
         self.name = backend  # "cpu" or "dml"
         self.session = open_session(self.path, backend=backend, providers=providers, threads=threads,
-                                    prepack=worth_packing(self.path))
+                                    prepack=worth_packing(self.path), parallel=pack_in_parallel(self.path, available))
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.get("ai_writer_format") != ONNX_FORMAT:
             raise ModelFileError(f"{self.path}: not an ai-writer ONNX export (export one with `ai-writer export onnx`)")
