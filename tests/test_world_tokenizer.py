@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -397,3 +398,26 @@ def test_the_tokenizer_option_is_checked(world_model, tiny_model):
     assert result.stderr.decode().splitlines() == [
         (f"Error: the world tokenizer {VOCAB_NAME} has 65536 ids but model {tiny_model} has a vocabulary of 50; "
          "it needs its character vocabulary (--tokenizer char, --vocab)")]
+
+
+def test_info_describes_a_model_without_exporting_it(world_model, tmp_path):
+    """`info` on a model whose export is not made yet answers from the file's header: nothing is exported
+    (minutes for a big model); once `continue` has made the export, info names it."""
+    env = cli_env(OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(tmp_path))
+
+    def info():
+        result = subprocess.run([sys.executable, "-m", "ai_writer", "info", "--model", str(world_model)],
+                                capture_output=True, cwd=ROOT, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr.decode()
+        return dict(re.split(r"\s{2,}", line, maxsplit=1) for line in result.stdout.decode().splitlines())
+
+    rows = info()
+    assert rows["ONNX file"].startswith("not made yet: the first `continue` exports the model (fp32)")
+    assert rows["precision"].startswith("fp32 (fp32 needs") and VOCAB_NAME in rows["vocabulary"]
+    assert not [path for path in tmp_path.rglob("*") if path.name.endswith((".onnx", ".onnx.data"))]
+    written = subprocess.run([sys.executable, "-m", "ai_writer", "continue", "--model", str(world_model), "--len", "5"],
+                             input="林黛玉说：".encode(), capture_output=True, cwd=ROOT, env=env, timeout=300)
+    assert written.returncode == 0, written.stderr.decode()
+    rows = info()
+    made = Path(rows["ONNX file"])
+    assert made.is_file() and tmp_path in made.parents and "CPUExecutionProvider" in rows["session providers"]

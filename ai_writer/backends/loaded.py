@@ -26,3 +26,14 @@ class LoadedModel:
             f"backend {self.choice.backend} {self.choice.precision} ({self.choice.reason})"
             + (f"; starting from state {self.state_file.name}" if self.state_file else "")
         )
+
+
+@dataclass
+class ModelPlan:
+    """What opening a model would run when its ONNX export has yet to be made (backends/open.py,
+    plan_export): all `ai-writer info` reports, without the export that takes a big model minutes."""
+
+    path: Path
+    config: Any
+    tokenizer: Any
+    choice: Choice

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ai_writer.backends.loaded import LoadedModel
+from ai_writer.backends.loaded import LoadedModel, ModelPlan
 from ai_writer.backends.precision import check_fits, choose_precision
 from ai_writer.backends.select import Choice, choose
 from ai_writer.models.config import ModelConfig
@@ -74,12 +74,7 @@ def _open(model_path: Path, vocab_path, tokenizer, unknown_char, backend, precis
         return load_legacy(model_path, kind, vocab_path=vocab_path, tokenizer=tokenizer, unknown_char=unknown_char,
                            backend=backend, precision=None if precision == "auto" else precision, threads=threads,
                            need_vocab=need_vocab)
-    asked = None if precision in (None, "auto") else precision
-    if kind == "onnx" and asked is None:  # an export runs in its own precision
-        asked = read_onnx_metadata(model_path).get("precision", "fp32")
-    choice = choose(backend, asked)  # before reading gigabytes: a bad choice fails fast
-    if kind != "onnx":  # an export's precision is its own (checked on opening)
-        choice = _fitting(choice, asked, header_config(model_path, kind))
+    choice = _choice_for(model_path, kind, backend, precision)
     if choice.backend in ("cpu", "dml"):
         return _load_onnx(model_path, kind, choice, vocab_path, unknown_char, threads, need_vocab, onnx_cache, notify,
                           tokenizer)
@@ -98,6 +93,41 @@ def _open(model_path: Path, vocab_path, tokenizer, unknown_char, backend, precis
     device = "cuda" if choice.backend == "cuda" else "cpu"
     backend = TorchBackend(checkpoint, device=device, precision=choice.precision)
     return LoadedModel(model_path, checkpoint.config, tokenizer, backend, choice)
+
+
+def plan_export(model_path: str | Path, *, vocab_path: str | Path | None = None, tokenizer: str | Path | None = None,
+                unknown_char: str = UNKNOWN_CHAR, backend: str = "auto", precision: str | None = None,
+                onnx_cache: str | Path | None = None) -> ModelPlan | None:
+    """What `load_model` would run when that means exporting the model first, without exporting it; None
+    when it would not (an original AI-Writer file, an .onnx, a model run by torch, one storing its own
+    vocabulary, or one whose export is made): `load_model` then opens it as quickly as it can."""
+    from ai_writer.export.cache import made_export
+    from ai_writer.models.checkpoint import NATIVE_FORMAT
+    from ai_writer.models.tensors import open_tensors
+
+    model_path = Path(model_path)
+    kind = recognise(model_path)
+    if kind not in ("safetensors", "pth"):
+        return None
+    if kind == "safetensors" and open_tensors(model_path, kind).metadata.get("format") == NATIVE_FORMAT:
+        return None
+    choice = _choice_for(model_path, kind, backend, precision)
+    if choice.backend not in ("cpu", "dml") or made_export(model_path, choice.precision, onnx_cache) is not None:
+        return None
+    config = header_config(model_path, kind)
+    return ModelPlan(model_path, config, _tokenizer_for(model_path, config, None, vocab_path, unknown_char, True,
+                                                        tokenizer), choice)
+
+
+def _choice_for(model_path: Path, kind: str, backend: str, precision: str | None) -> Choice:
+    """The backend and precision for a model file of `kind`: before reading gigabytes, so a bad choice fails fast."""
+    asked = None if precision in (None, "auto") else precision
+    if kind == "onnx" and asked is None:  # an export runs in its own precision
+        asked = read_onnx_metadata(model_path).get("precision", "fp32")
+    choice = choose(backend, asked)
+    if kind != "onnx":  # an export's precision is its own (checked on opening)
+        choice = _fitting(choice, asked, header_config(model_path, kind))
+    return choice
 
 
 def _fitting(choice: Choice, asked: str | None, config: ModelConfig) -> Choice:

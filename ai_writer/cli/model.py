@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ai_writer.backends.select import PRECISIONS
-from ai_writer.cli.options import CliError, model_options, open_model
+from ai_writer.cli.options import CliError, model_options, onnx_cache_dir, open_model, plan_model
 
 
 @click.command("info")
@@ -23,7 +23,9 @@ def info_command(model, vocab, unknown_char, backend, precision, threads):
     """
     from ai_writer.backends.select import cuda_usable, nvidia_driver_present, onnx_providers
 
-    loaded = open_model(model, vocab, unknown_char, backend, precision, threads)
+    # A model whose export is still to be made is described without making it (minutes for a big one)
+    planned = plan_model(model, vocab, unknown_char, backend, precision)
+    loaded = planned or open_model(model, vocab, unknown_char, backend, precision, threads)
     config = loaded.config
     providers = onnx_providers()
     rows = [
@@ -41,7 +43,10 @@ def info_command(model, vocab, unknown_char, backend, precision, threads):
     ]
     if loaded.choice.backend == "cuda":
         rows.append(("CUDA usable", str(cuda_usable())))
-    if loaded.runs is not None:
+    if planned is not None:
+        rows.append(("ONNX file", f"not made yet: the first `continue` exports the model ({loaded.choice.precision}) "
+                                  f"into {onnx_cache_dir()}, once"))
+    elif loaded.runs is not None:
         rows.append(("ONNX file", str(loaded.runs)))
         rows.append(("session providers", ", ".join(loaded.backend.providers())))
     width = max(len(name) for name, _ in rows)

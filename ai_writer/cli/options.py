@@ -249,13 +249,9 @@ def steering_options(command):
     return wrapper
 
 
-def open_model(model, vocab: VocabOptions | Path | None, unknown_char, backend, precision, threads,
-               need_vocab: bool = True, quiet: bool = False):
-    """Open the model the options name: --model, $AI_WRITER_MODEL (click fills it in), else the shipped one."""
-    from ai_writer.backends.open import load_model
+def _model_named(model, unknown_char) -> Path:
+    """The model the options name: --model, $AI_WRITER_MODEL (click fills it in), else the shipped one."""
     from ai_writer.resources import default_model_path
-
-    vocab = vocab if isinstance(vocab, VocabOptions) else VocabOptions(vocab)
 
     if model is None:
         model = default_model_path()
@@ -263,6 +259,27 @@ def open_model(model, vocab: VocabOptions | Path | None, unknown_char, backend, 
             raise CliError("no model given and no default model is installed; pass --model PATH or set AI_WRITER_MODEL")
     if len(unknown_char) != 1:
         raise CliError(f"--unknown-char must be one character, got {unknown_char!r}")
+    return model
+
+
+def plan_model(model, vocab: VocabOptions, unknown_char, backend, precision):
+    """What opening the model would run, when that means exporting it first (backends/open.py, plan_export);
+    else None."""
+    from ai_writer.backends.open import plan_export
+
+    if vocab.state is not None:  # a state file is checked against the model as it opens
+        return None
+    return plan_export(_model_named(model, unknown_char), vocab_path=vocab.path, tokenizer=vocab.tokenizer,
+                       unknown_char=unknown_char, backend=backend, precision=precision, onnx_cache=onnx_cache_dir())
+
+
+def open_model(model, vocab: VocabOptions | Path | None, unknown_char, backend, precision, threads,
+               need_vocab: bool = True, quiet: bool = False):
+    """Open the model the options name (see _model_named)."""
+    from ai_writer.backends.open import load_model
+
+    vocab = vocab if isinstance(vocab, VocabOptions) else VocabOptions(vocab)
+    model = _model_named(model, unknown_char)
     return load_model(model, vocab_path=vocab.path, tokenizer=vocab.tokenizer, unknown_char=unknown_char,
                       backend=backend, precision=precision, state_file=vocab.state,
                       threads=threads, need_vocab=need_vocab, onnx_cache=onnx_cache_dir(),

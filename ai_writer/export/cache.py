@@ -73,11 +73,37 @@ def onnx_for(
     if kind == "onnx":
         return model_path, None
     source = fingerprint(model_path)
+    found, cached = _made_export(model_path, source, precision, cache_dir, notify)
+    if found is not None:
+        return found, source
+    folder = cached.parent
+    export_model(model_path, cached, precision, source, kind=kind,
+                 on_start=lambda: notify(f"exporting {model_path.name} to ONNX ({precision}) once; kept in {folder}"))
+    try:
+        write_atomic(_digest_file(cached), export_digest(cached) + "\n")
+        for path in (cached, _data(cached), _digest_file(cached)):
+            if path.exists():  # a umask of 002 leaves them writable by the group, which the check refuses
+                path.chmod(path.stat().st_mode & ~0o022)
+    except OSError as exc:
+        raise ModelFileError(f"{folder}: cannot write to the ONNX cache folder ({exc.strerror or exc})") from None
+    return cached, source
+
+
+def made_export(model_path: str | os.PathLike, precision: str, cache_dir: str | os.PathLike | None) -> Path | None:
+    """The export of a .safetensors or .pth model that `onnx_for` would run without exporting, or None when
+    it would have to export it first (`ai-writer info` says so instead of exporting)."""
+    model_path = Path(model_path)
+    return _made_export(model_path, fingerprint(model_path), precision, cache_dir, lambda message: None)[0]
+
+
+def _made_export(model_path: Path, source: str, precision: str, cache_dir, notify) -> tuple[Path | None, Path]:
+    """(The export beside the model, or the cached one whose digest matches, else None; the cache file's path.)
+    Creates the cache folder, and refuses one that is not the user's own."""
     beside = export_name(model_path, precision)
-    if beside.is_file():
-        return beside, source
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = folder / f"{source}-{precision}-v{EXPORT_VERSION}.onnx"
+    if beside.is_file():
+        return beside, cached
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -89,19 +115,10 @@ def onnx_for(
                 check_owned(path, "a cached ONNX export")
         recorded = _recorded_digest(cached)
         if recorded is not None and recorded == export_digest(cached):
-            return cached, source
+            return cached, cached
         if recorded is not None:
             notify(f"the cached export {cached.name} does not match the digest recorded when it was made")
-    export_model(model_path, cached, precision, source, kind=kind,
-                 on_start=lambda: notify(f"exporting {model_path.name} to ONNX ({precision}) once; kept in {folder}"))
-    try:
-        write_atomic(_digest_file(cached), export_digest(cached) + "\n")
-        for path in (cached, _data(cached), _digest_file(cached)):
-            if path.exists():  # a umask of 002 leaves them writable by the group, which the check refuses
-                path.chmod(path.stat().st_mode & ~0o022)
-    except OSError as exc:
-        raise ModelFileError(f"{folder}: cannot write to the ONNX cache folder ({exc.strerror or exc})") from None
-    return cached, source
+    return None, cached
 
 
 def default_cache_dir() -> Path:
