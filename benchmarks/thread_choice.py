@@ -1,7 +1,8 @@
 """Which ONNX Runtime thread setting to ship: decode speed with 1 or all cores, alone and beside a busy
 neighbour (one process spinning on one core), with ORT's spin-waiting on and off.
 
-    python benchmarks/thread_choice.py [--model model/default.safetensors] [--tokens 200] [--rounds 3]
+    python benchmarks/thread_choice.py [--model model/default.safetensors] [--precision fp32] [--tokens 200]
+        [--rounds 3]
 
 Prints one line per setting: median decode tokens/s over rounds (each round alternates the
 settings), and the spread.
@@ -51,8 +52,10 @@ def main() -> None:
     parser.add_argument("--model", default=str(default_model_path()))
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precision", default="fp32", help="of the export measured: fp32, int8 or int4")
     args = parser.parse_args()
-    path, _ = onnx_for(args.model, recognise(args.model), "fp32", tempfile.gettempdir() + "/ai-writer-thread-choice")
+    path, _ = onnx_for(args.model, recognise(args.model), args.precision,
+                       tempfile.gettempdir() + "/ai-writer-thread-choice")
     cores = os.cpu_count() or 1
     settings = [(t, s) for t in sorted({1, cores}) for s in (True, False)]
     sessions = {key: session(path, *key) for key in settings}
