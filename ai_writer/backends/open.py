@@ -111,22 +111,24 @@ def plan_export(model_path: str | Path, *, vocab_path: str | Path | None = None,
         return None
     if kind == "safetensors" and open_tensors(model_path, kind).metadata.get("format") == NATIVE_FORMAT:
         return None
-    choice = _choice_for(model_path, kind, backend, precision)
+    config = header_config(model_path, kind)
+    choice = _choice_for(model_path, kind, backend, precision, config)
     if choice.backend not in ("cpu", "dml") or made_export(model_path, choice.precision, onnx_cache) is not None:
         return None
-    config = header_config(model_path, kind)
     return ModelPlan(model_path, config, _tokenizer_for(model_path, config, None, vocab_path, unknown_char, True,
                                                         tokenizer), choice)
 
 
-def _choice_for(model_path: Path, kind: str, backend: str, precision: str | None) -> Choice:
-    """The backend and precision for a model file of `kind`: before reading gigabytes, so a bad choice fails fast."""
+def _choice_for(model_path: Path, kind: str, backend: str, precision: str | None,
+                config: ModelConfig | None = None) -> Choice:
+    """The backend and precision for a model file of `kind` (whose header gave `config`, when read already):
+    before reading gigabytes, so a bad choice fails fast."""
     asked = None if precision in (None, "auto") else precision
     if kind == "onnx" and asked is None:  # an export runs in its own precision
         asked = read_onnx_metadata(model_path).get("precision", "fp32")
     choice = choose(backend, asked)
     if kind != "onnx":  # an export's precision is its own (checked on opening)
-        choice = _fitting(choice, asked, header_config(model_path, kind))
+        choice = _fitting(choice, asked, config if config is not None else header_config(model_path, kind))
     return choice
 
 
