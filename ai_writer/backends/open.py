@@ -91,6 +91,12 @@ def _open(model_path: Path, vocab_path, tokenizer, unknown_char, backend, precis
 
         torch.set_num_threads(threads)
     device = "cuda" if choice.backend == "cuda" else "cpu"
+    if choice.backend == "torch-cpu" and choice.precision == "bf16":
+        from ai_writer.backends.cpu_features import bf16_matrix_instructions, slow_bf16_notice
+
+        notice = slow_bf16_notice(bf16_matrix_instructions())
+        if notice is not None:
+            notify(notice)
     backend = TorchBackend(checkpoint, device=device, precision=choice.precision)
     return LoadedModel(model_path, checkpoint.config, tokenizer, backend, choice)
 

@@ -43,6 +43,11 @@ def info_command(model, vocab, unknown_char, backend, precision, threads):
     ]
     if loaded.choice.backend == "cuda":
         rows.append(("CUDA usable", str(cuda_usable())))
+    if loaded.choice.backend == "torch-cpu":
+        from ai_writer.backends.cpu_features import bf16_matrix_instructions
+
+        found = bf16_matrix_instructions()
+        rows.append(("bf16 matrix instructions", "cannot tell with this torch" if found is None else found))
     if planned is not None:
         rows.append(("ONNX file", f"not made yet: the first `continue` exports the model ({loaded.choice.precision}) "
                                   f"into {onnx_cache_dir()}, once"))
