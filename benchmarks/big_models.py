@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--models", default="v5-1.5b", help=f"comma-separated, of {', '.join(LAYOUTS)}")
     parser.add_argument("--precisions", default="int8,int4", help="exported, started and measured")
     parser.add_argument("--compare", default="cpu:int8,cpu:int4,torch-cpu:bf16",
-                        help="configurations of the speed table (ai-writer bench --compare)")
+                        help="configurations of the speed table (ai-writer bench --compare); empty: no speed table")
     parser.add_argument("--reference", action="store_true", help="the rwkv package's fp32 in the speed table")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
@@ -173,6 +173,8 @@ def main() -> None:
                   f"| {statistics.median(starts):.2f} ({min(starts):.2f}-{max(starts):.2f}) | {writing / 1024:.2f} "
                   f"| {anonymous / 1024:.2f} |",
                   flush=True)
+        if not args.compare:
+            continue
         command = [sys.executable, "-m", "ai_writer", "bench", "--model", str(model), "--threads", str(args.threads),
                    "--compare", args.compare, "--bandwidth", "--rounds", str(args.rounds), "--decode-tokens",
                    str(args.decode_tokens), "--prefill-tokens", str(args.prefill_tokens), "--repeats", "2"]

@@ -96,6 +96,7 @@ def open_session(path: Path, *, backend: str, providers: Sequence[str], threads:
 
 
 PACKED_FLOAT_LIMIT = 512 * 2**20  # bytes of float weights ONNX Runtime may copy into its packed layout
+PARALLEL_PACK_LIMIT = 512 * 2**20  # bytes of export packed on all threads at once: its extra peak
 
 
 def worth_packing(path: Path) -> bool:
@@ -112,14 +113,15 @@ def worth_packing(path: Path) -> bool:
 
 def pack_in_parallel(path: Path, available: Callable[[], int] = available_memory) -> bool:
     """Whether ONNX Runtime may pack the export's matrices on all threads at once when the session opens.
-    In parallel it opens a 1.5B int8 export 0.6 s sooner (3B: 1.7 s), but keeps the pages of every
-    matrix it read from the mapped file until the end: twice the file at the peak (2.9 GB against
-    1.7 GB; benchmarks/RESULTS.md, "Big models, session 7"). Those pages are clean, yet a machine short
-    of memory would have to drop others for them: so in parallel only while twice the file fits
-    comfortably in the memory available, one matrix after another otherwise."""
+    In parallel it keeps the pages of every matrix it read from the mapped file until the end: the
+    peak grows by the size of the export (1.5B int8: 3.0 GB against 1.85 GB one after another, more
+    than rwkv.cpp's 2.3 GB; int4 1.86 against 1.22) to show the first character a little sooner
+    (int8 1.6 s against 2.2 s, int4 1.24 against 1.47; benchmarks/RESULTS.md, "Big models,
+    session 8"). So in parallel only a small export (at most PARALLEL_PACK_LIMIT), and only while
+    twice it fits comfortably in the memory available; a big one is packed one matrix after another."""
     data = path.with_name(path.name + ".data")
     size = data.stat().st_size if data.is_file() else 0
-    return 2 * size <= COMFORTABLE * available()
+    return size <= PARALLEL_PACK_LIMIT and 2 * size <= COMFORTABLE * available()
 
 
 class OnnxBackend:
