@@ -25,8 +25,8 @@ AUTO_ORDER = {"cpu": ("fp32", "int8", "int4"), "torch-cpu": ("fp32", "bf16")}
 COMFORTABLE = 0.8  # a format fits comfortably when it needs at most this share of the memory available
 RUNTIME_BYTES = 300 * 2**20  # the runtime, the tokenizer and the states beside the weights
 # peak memory while loading and writing, per byte of weights (measured on the 1.5B layouts: benchmarks/RESULTS.md,
-# "Big models, session 7"): ONNX Runtime repacks a big export's quantized matrices one after another
-# (backends/rwkv_onnx.pack_in_parallel), holding its packed copy and one matrix of the mapped file (1.0-1.1);
+# "Big models, session 7"): ONNX Runtime repacks the quantized matrices one after another
+# (backends/rwkv_onnx.open_session), holding its packed copy and one matrix of the mapped file (1.0-1.1);
 # a big float export is not repacked (backends/rwkv_onnx.worth_packing): its mapped file is all (0.96)
 LOADING_FACTOR = {("cpu", "fp32"): 1.0, ("cpu", "int8"): 1.1, ("cpu", "int4"): 1.1,
                   ("torch-cpu", "fp32"): 1.5, ("torch-cpu", "bf16"): 1.1}

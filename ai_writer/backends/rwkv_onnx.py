@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ai_writer.backends.base import PREFILL_SEGMENT, check_tokens
-from ai_writer.backends.precision import COMFORTABLE, available_memory
 from ai_writer.models.config import ModelConfig
 from ai_writer.models.onnx_file import ONNX_FORMAT, read_onnx_metadata, STATE_PARTS, layer_slice, state_names
 from ai_writer.errors import ModelFileError
@@ -61,13 +60,16 @@ class OnnxState:
         return OnnxState(*(a.copy() for a in self.arrays()))
 
 
-def open_session(path: Path, *, backend: str, providers: Sequence[str], threads: int | None, prepack: bool = True,
-                 parallel: bool = True):
+def open_session(path: Path, *, backend: str, providers: Sequence[str], threads: int | None, prepack: bool = True):
     """An ONNX Runtime session with the options chosen for ai-writer; a bad file is one line.
 
     `prepack=False` keeps ONNX Runtime from copying the matrices into its packed layout when the
     session opens: they are read from the memory-mapped file as they are (see `worth_packing`).
-    `parallel` packs them on all threads at once, else one matrix after another (see `pack_in_parallel`)."""
+    Packed, they are packed one matrix after another (ONNX Runtime's default): on all threads at
+    once (`session.prepack.enable_parallel`) it keeps the pages of every matrix it read from the
+    mapped file as well, so the peak grows by the export's size (1.5B int8: 3.0 GB against 1.85 GB,
+    more than rwkv.cpp's 2.3 GB; int4 1.86 against 1.22) for a first character 0.1-0.6 s sooner
+    (benchmarks/RESULTS.md, "Big models, session 8")."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -81,8 +83,6 @@ def open_session(path: Path, *, backend: str, providers: Sequence[str], threads:
     # sleep when idle; threads asked for explicitly (--threads) spin, as their cores are meant
     # for this.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if threads is not None else "0")
-    if parallel:
-        options.add_session_config_entry("session.prepack.enable_parallel", "1")
     if not prepack:
         options.add_session_config_entry("session.disable_prepacking", "1")
     if backend == "dml":  # DirectML needs these two (onnxruntime-directml's documented requirements)
@@ -96,7 +96,6 @@ def open_session(path: Path, *, backend: str, providers: Sequence[str], threads:
 
 
 PACKED_FLOAT_LIMIT = 512 * 2**20  # bytes of float weights ONNX Runtime may copy into its packed layout
-PARALLEL_PACK_LIMIT = 512 * 2**20  # bytes of export packed on all threads at once: its extra peak
 
 
 def worth_packing(path: Path) -> bool:
@@ -111,27 +110,12 @@ def worth_packing(path: Path) -> bool:
     return not data.is_file() or data.stat().st_size <= PACKED_FLOAT_LIMIT
 
 
-def pack_in_parallel(path: Path, available: Callable[[], int] = available_memory) -> bool:
-    """Whether ONNX Runtime may pack the export's matrices on all threads at once when the session opens.
-    In parallel it keeps the pages of every matrix it read from the mapped file until the end: the
-    peak grows by the size of the export (1.5B int8: 3.0 GB against 1.85 GB one after another, more
-    than rwkv.cpp's 2.3 GB; int4 1.86 against 1.22) to show the first character a little sooner
-    (int8 1.6 s against 2.2 s, int4 1.24 against 1.47; benchmarks/RESULTS.md, "Big models,
-    session 8"). So in parallel only a small export (at most PARALLEL_PACK_LIMIT), and only while
-    twice it fits comfortably in the memory available; a big one is packed one matrix after another."""
-    data = path.with_name(path.name + ".data")
-    size = data.stat().st_size if data.is_file() else 0
-    return size <= PARALLEL_PACK_LIMIT and 2 * size <= COMFORTABLE * available()
-
-
 class OnnxBackend:
-    def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None,
-                 available: Callable[[], int] = available_memory):
-        """`available`: the bytes of memory the OS can give now (backends/precision.py), for `pack_in_parallel`."""
+    def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None):
         self.path = Path(path)
         self.name = backend  # "cpu" or "dml"
         self.session = open_session(self.path, backend=backend, providers=providers, threads=threads,
-                                    prepack=worth_packing(self.path), parallel=pack_in_parallel(self.path, available))
+                                    prepack=worth_packing(self.path))
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.get("ai_writer_format") != ONNX_FORMAT:
             raise ModelFileError(f"{self.path}: not an ai-writer ONNX export (export one with `ai-writer export onnx`)")
