@@ -171,3 +171,31 @@ def test_matrices_are_packed_one_after_another(default_onnx):
     backend = OnnxBackend(default_onnx["int8"], backend="cpu", providers=["CPUExecutionProvider"], threads=1)
     with pytest.raises(Exception, match="does not have configuration"):
         backend.session.get_session_options().get_session_config_entry("session.prepack.enable_parallel")
+
+
+def test_a_big_float_export_reads_a_few_rows_one_at_a_time_with_the_same_results(default_onnx):
+    """Unpacked float matrices would be packed again at every call of several rows (rows_at_a_time): a few
+    rows of one token are read one row a call, into the same state arrays and logits as one call makes."""
+    from ai_writer.backends.rwkv_onnx import BATCH_AT_ONCE, OnnxBackend
+
+    def backend(repacks):
+        made = OnnxBackend(default_onnx["fp32"], backend="cpu", providers=["CPUExecutionProvider"], threads=1)
+        made.repacks_batches = repacks  # as a float export over PACKED_FLOAT_LIMIT opens; this one is small
+        return made
+
+    whole, by_row = backend(False), backend(True)
+    assert not whole.repacks_batches  # the shipped model's export is small: packed, whole batches
+    rng = np.random.default_rng(2)
+    for rows in (2, 3, BATCH_AT_ONCE):
+        tokens = rng.integers(0, 500, (rows, 1))
+        assert len(by_row.rows_at_a_time(tokens)) == (rows if rows < BATCH_AT_ONCE else 1)
+        assert len(whole.rows_at_a_time(tokens)) == 1
+        assert len(by_row.rows_at_a_time(rng.integers(0, 500, (rows, 5)))) == 1  # reading: one call
+        _, start = whole.forward(rng.integers(0, 500, (rows, 6)), whole.zero_state(rows))  # rows differ
+        results = [b.forward(tokens, start) for b in (whole, by_row)]
+        np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+        for a, b in zip(results[0][1].arrays(), results[1][1].arrays()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        for row in range(rows):  # each row as if it were alone
+            alone, _ = whole.forward(tokens[row : row + 1], start.select([row]))
+            np.testing.assert_allclose(results[1][0][row], alone[0], rtol=1e-5, atol=1e-5)

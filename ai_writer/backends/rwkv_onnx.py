@@ -96,6 +96,7 @@ def open_session(path: Path, *, backend: str, providers: Sequence[str], threads:
 
 
 PACKED_FLOAT_LIMIT = 512 * 2**20  # bytes of float weights ONNX Runtime may copy into its packed layout
+BATCH_AT_ONCE = 4  # rows of one token a big float export reads in one call (fewer: one a call)
 
 
 def worth_packing(path: Path) -> bool:
@@ -114,8 +115,10 @@ class OnnxBackend:
     def __init__(self, path: str | os.PathLike, *, backend: str, providers: Sequence[str], threads: int | None = None):
         self.path = Path(path)
         self.name = backend  # "cpu" or "dml"
-        self.session = open_session(self.path, backend=backend, providers=providers, threads=threads,
-                                    prepack=worth_packing(self.path))
+        packed = worth_packing(self.path)
+        self.session = open_session(self.path, backend=backend, providers=providers, threads=threads, prepack=packed)
+        # unpacked float matrices pack themselves at every call of more than one row (see rows_at_a_time)
+        self.repacks_batches = backend == "cpu" and not packed
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.get("ai_writer_format") != ONNX_FORMAT:
             raise ModelFileError(f"{self.path}: not an ai-writer ONNX export (export one with `ai-writer export onnx`)")
@@ -178,24 +181,38 @@ class OnnxBackend:
             logits, state = self._run(np.ascontiguousarray(tokens[:, start : start + PREFILL_SEGMENT]), state)
         return logits, state
 
+    def rows_at_a_time(self, tokens: np.ndarray) -> list[slice]:
+        """The rows of `tokens` that one call of the graph reads: all of them, but for a few rows of one token
+        each on a big float export. Its matrices are not packed when the session opens (worth_packing), so
+        ONNX Runtime packs them at each call of more than one row: on the RWKV-7 1.5B layout in fp32 a step
+        of 2 rows took 3.2x one row's, 3 rows 3.3x, 4 rows 3.5x, 8 rows 3.7x (benchmarks/batch_decode.py;
+        benchmarks/RESULTS.md, "Writing several texts at once"). Fewer than BATCH_AT_ONCE rows are read one
+        row a call instead: n rows cost n steps of one."""
+        rows, length = tokens.shape
+        if self.repacks_batches and length == 1 and 1 < rows < BATCH_AT_ONCE:
+            return [slice(r, r + 1) for r in range(rows)]
+        return [slice(0, rows)]
+
     def _run(self, tokens: np.ndarray, state: OnnxState) -> tuple[np.ndarray, OnnxState]:
-        """One call of the graph. Each layer's slice of the stacked state arrays is bound as that layer's
-        input, and each new layer state is written by ONNX Runtime straight into its slice of new stacked
-        arrays: the state is never split, joined or copied around the call."""
-        binding = self.session.io_binding()
-        binding.bind_cpu_input("tokens", tokens)
+        """One call of the graph (or one a row: rows_at_a_time). Each layer's slice of the stacked state arrays
+        is bound as that layer's input, and each new layer state is written by ONNX Runtime straight into
+        its slice of new stacked arrays: the state is never split, joined or copied around the call."""
         new = OnnxState(*(np.empty(a.shape, dtype=np.float32) for a in state.arrays()))
         logits = np.empty((tokens.shape[0], self.config.vocab_size), dtype=np.float32)
-        _bind(binding.bind_output, "logits", logits)
         given = [np.ascontiguousarray(a, dtype=np.float32) for a in state.arrays()]  # alive until the run ends
         made = new.arrays()
-        for k, name, new_name, layer in self._layer_io:
-            _bind(binding.bind_input, name, given[k][layer])
-            _bind(binding.bind_output, new_name, made[k][layer])
-        self.session.run_with_iobinding(binding)
+        for rows in self.rows_at_a_time(tokens):
+            binding = self.session.io_binding()
+            binding.bind_cpu_input("tokens", tokens[rows])
+            _bind(binding.bind_output, "logits", logits[rows])
+            for k, name, new_name, layer in self._layer_io:  # the batch is the axis after the layers'
+                _bind(binding.bind_input, name, given[k][layer, rows])
+                _bind(binding.bind_output, new_name, made[k][layer, rows])
+            self.session.run_with_iobinding(binding)
         return logits, new
 
 
 def _bind(bind, name: str, array: np.ndarray) -> None:
     """Bind a C-contiguous float32 array's memory (a slice of a state, the logits) to a graph input or output."""
+    assert array.flags.c_contiguous, name  # a view ONNX Runtime reads or writes as one block
     bind(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
